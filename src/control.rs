@@ -1,0 +1,277 @@
+//! The qmail home and the control files, read once before any network I/O. Reading follows
+//! qmail's `control.c`: a missing file means the default, an unreadable one defers the message,
+//! trailing white space is stripped, and in list files blank lines and `#` lines are skipped.
+//! Unlike stock, a trailing CR (DOS line ends) is stripped too, and bad numbers are errors.
+
+use std::io::{self, Read};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::failure::Failure;
+use crate::smtproutes::Routes;
+
+/// Every control file this program reads: name, default, meaning. The man page is checked
+/// against this table by the test suite.
+pub const CONTROLS: &[(&str, &str, &str)] = &[
+    ("me", "none", "this host's name; default for helohost"),
+    ("helohost", "me", "name sent with EHLO/HELO"),
+    ("smtproutes", "none", "artificial routes: domain:relay:port"),
+    (
+        "timeoutconnect",
+        "60",
+        "seconds to wait for a TCP connection",
+    ),
+    (
+        "timeoutremote",
+        "1200",
+        "seconds to wait for each read or write",
+    ),
+    (
+        "outgoingip",
+        "none",
+        "local source address(es), one IPv4 and/or one IPv6",
+    ),
+    (
+        "addresspreference",
+        "ipv4",
+        "ipv4, ipv6, any, ipv4only or ipv6only",
+    ),
+    (
+        "nameservers",
+        "/etc/resolv.conf",
+        "DNS resolvers to use instead of resolv.conf",
+    ),
+    (
+        "tlspolicy",
+        "may",
+        "TLS levels, globally and per destination",
+    ),
+    (
+        "tlsca",
+        "none",
+        "extra trusted CA certificates (PEM), on top of webpki roots",
+    ),
+    (
+        "tlshosts/<host>.pem",
+        "none",
+        "qmail-tls: TLS required, verified against this CA file",
+    ),
+    (
+        "tlshosts/exhaustivelist",
+        "none",
+        "qmail-tls: only hosts with a .pem get TLS",
+    ),
+    (
+        "notlshosts/<host>",
+        "none",
+        "qmail-tls: never TLS with this host",
+    ),
+    (
+        "clientcert.pem",
+        "none",
+        "qmail-tls: client certificate chain and key (PEM)",
+    ),
+    (
+        "tlsclientciphers",
+        "none",
+        "qmail-tls: OpenSSL cipher string; ignored (see man page)",
+    ),
+];
+
+/// Largest control file we are willing to read.
+const MAX_CONTROL: u64 = 16 << 20;
+
+/// Which address families to use and in which order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AddrPref {
+    /// IPv4 addresses of a host before its IPv6 addresses (default).
+    V4First,
+    V6First,
+    /// DNS order, A records before AAAA records.
+    Any,
+    V4Only,
+    V6Only,
+}
+
+impl AddrPref {
+    pub fn wants_v4(self) -> bool {
+        self != AddrPref::V6Only
+    }
+    pub fn wants_v6(self) -> bool {
+        self != AddrPref::V4Only
+    }
+}
+
+/// Everything read from `control/`.
+pub struct Config {
+    pub helohost: Vec<u8>,
+    pub routes: Routes,
+    pub timeout_connect: Duration,
+    pub timeout_remote: Duration,
+    pub outgoing: Vec<IpAddr>,
+    pub addr_pref: AddrPref,
+}
+
+/// Finds the qmail home and makes it the working directory, as qmail-remote's first act.
+pub fn enter_home() -> Result<PathBuf, Failure> {
+    let home = match std::env::var_os("QMAILHOME") {
+        Some(h) if !h.is_empty() => PathBuf::from(h),
+        _ if Path::new("/var/qmail").is_dir() => PathBuf::from("/var/qmail"),
+        _ => PathBuf::from("/var/lib/qmail"),
+    };
+    std::env::set_current_dir(&home).map_err(|_| Failure::HomeDir)?;
+    Ok(home)
+}
+
+/// Reads a control file relative to the qmail home. `Ok(None)` if it does not exist.
+pub fn read_file(name: &str) -> Result<Option<Vec<u8>>, Failure> {
+    let path = Path::new("control").join(name);
+    match std::fs::File::open(&path) {
+        Ok(f) => {
+            let mut data = Vec::new();
+            f.take(MAX_CONTROL)
+                .read_to_end(&mut data)
+                .map_err(|_| Failure::ControlUnreadable)?;
+            Ok(Some(data))
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(_) => Err(Failure::ControlUnreadable),
+    }
+}
+
+/// True if `control/<name>` exists (qmail-tls flag files).
+pub fn exists(name: &str) -> bool {
+    Path::new("control").join(name).exists()
+}
+
+fn strip(line: &[u8]) -> &[u8] {
+    let end = line
+        .iter()
+        .rposition(|b| !matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
+        .map_or(0, |i| i + 1);
+    &line[..end]
+}
+
+/// The meaningful lines of a list file, with their 1-based line numbers.
+pub fn lines(data: &[u8]) -> impl Iterator<Item = (usize, &[u8])> {
+    data.split(|&b| b == b'\n')
+        .enumerate()
+        .map(|(i, l)| (i + 1, strip(l)))
+        .filter(|(_, l)| !l.is_empty() && !l.starts_with(b"#"))
+}
+
+/// The first line of a one-line file, stripped; `None` if absent or empty.
+pub fn read_line(name: &str) -> Result<Option<Vec<u8>>, Failure> {
+    Ok(read_file(name)?.and_then(|d| {
+        let first = strip(d.split(|&b| b == b'\n').next().unwrap_or(&[])).to_vec();
+        (!first.is_empty()).then_some(first)
+    }))
+}
+
+fn read_seconds(name: &'static str, default: u64) -> Result<Duration, Failure> {
+    let Some(line) = read_line(name)? else {
+        return Ok(Duration::from_secs(default));
+    };
+    let secs = std::str::from_utf8(&line)
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .ok_or_else(|| syntax(name, 1, "not a number of seconds"))?;
+    // 0 would mean "no timeout" to the socket layer; qmail's 0 times out at once. Use 1 s.
+    Ok(Duration::from_secs(secs.clamp(1, 86_400)))
+}
+
+pub fn syntax(file: &'static str, line: usize, what: &str) -> Failure {
+    Failure::ControlSyntax {
+        file,
+        line,
+        what: what.to_string(),
+    }
+}
+
+fn read_outgoing() -> Result<Vec<IpAddr>, Failure> {
+    let Some(data) = read_file("outgoingip")? else {
+        return Ok(Vec::new());
+    };
+    let mut out: Vec<IpAddr> = Vec::new();
+    for (n, line) in lines(&data) {
+        let ip: IpAddr = std::str::from_utf8(line)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .ok_or_else(|| syntax("outgoingip", n, "not an IP address"))?;
+        if ip.is_unspecified() {
+            continue;
+        }
+        if out.iter().any(|o| o.is_ipv4() == ip.is_ipv4()) {
+            return Err(syntax(
+                "outgoingip",
+                n,
+                "more than one address of this family",
+            ));
+        }
+        out.push(ip);
+    }
+    Ok(out)
+}
+
+fn read_addr_pref() -> Result<AddrPref, Failure> {
+    let Some(line) = read_line("addresspreference")? else {
+        return Ok(AddrPref::V4First);
+    };
+    Ok(match line.to_ascii_lowercase().as_slice() {
+        b"ipv4" => AddrPref::V4First,
+        b"ipv6" => AddrPref::V6First,
+        b"any" => AddrPref::Any,
+        b"ipv4only" => AddrPref::V4Only,
+        b"ipv6only" => AddrPref::V6Only,
+        _ => {
+            return Err(syntax(
+                "addresspreference",
+                1,
+                "expected ipv4, ipv6, any, ipv4only or ipv6only",
+            ));
+        }
+    })
+}
+
+impl Config {
+    /// Reads every control file qmail-remote needs for the delivery itself. TLS files are read
+    /// later, and only if a connection gets that far.
+    pub fn load() -> Result<Config, Failure> {
+        let me = read_line("me")?;
+        let helohost = match read_line("helohost")? {
+            Some(h) => h,
+            None => me.ok_or(Failure::ControlMissing)?,
+        };
+        if helohost.iter().any(|&b| b <= b' ' || b == 127) {
+            return Err(syntax(
+                "helohost",
+                1,
+                "white space or control characters in the name",
+            ));
+        }
+        let routes = match read_file("smtproutes")? {
+            Some(data) => Routes::parse(&data)?,
+            None => Routes::default(),
+        };
+        Ok(Config {
+            helohost,
+            routes,
+            timeout_connect: read_seconds("timeoutconnect", 60)?,
+            timeout_remote: read_seconds("timeoutremote", 1200)?,
+            outgoing: read_outgoing()?,
+            addr_pref: read_addr_pref()?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_skip_comments_blank_and_strip_crlf() {
+        let got: Vec<_> = lines(b"# c\n\na:b \r\n  lead\n").collect();
+        assert_eq!(got, vec![(3, &b"a:b"[..]), (4, b"  lead")]);
+    }
+}

@@ -1,0 +1,147 @@
+//! `control/smtproutes` with qmail's rules: `domain:relay[:port]`, the key is everything before
+//! the first colon, lookup is case-insensitive and tries the whole host, then every suffix that
+//! starts at a dot (longest first), then the empty key (the default route). An empty relay means
+//! "use MX as usual". When a key appears twice the last line wins. Differences from stock, all
+//! safer: a bad or zero port is a syntax error instead of port 0, leading white space is not part
+//! of the key, and IPv6 literals (`[2001:db8::1]:2525`) are understood.
+
+use std::collections::HashMap;
+
+use crate::control::{lines, syntax};
+use crate::failure::Failure;
+
+/// What smtproutes says about one host.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Route {
+    /// No entry, or an entry with an empty relay: MX lookup as usual, port 25.
+    Mx,
+    /// Send to this relay (a name or a `[literal]`/bare IP), A/AAAA lookup only.
+    Relay { host: Vec<u8>, port: u16 },
+}
+
+#[derive(Default)]
+pub struct Routes {
+    map: HashMap<Vec<u8>, Route>,
+}
+
+impl Routes {
+    pub fn parse(data: &[u8]) -> Result<Routes, Failure> {
+        let mut map = HashMap::new();
+        for (n, line) in lines(data) {
+            let line = line.trim_ascii_start();
+            let Some(colon) = line.iter().position(|&b| b == b':') else {
+                continue;
+            };
+            let key = line[..colon].to_ascii_lowercase();
+            let route =
+                parse_value(&line[colon + 1..]).map_err(|what| syntax("smtproutes", n, what))?;
+            map.insert(key, route);
+        }
+        Ok(Routes { map })
+    }
+
+    /// The route for `host` (argv[1], the recipient domain).
+    pub fn lookup(&self, host: &[u8]) -> Route {
+        if self.map.is_empty() {
+            return Route::Mx;
+        }
+        let host = host.to_ascii_lowercase();
+        let suffixes = (0..host.len())
+            .filter(|&i| host[i] == b'.')
+            .map(|i| &host[i..]);
+        std::iter::once(&host[..])
+            .chain(suffixes)
+            .chain(std::iter::once(&b""[..]))
+            .find_map(|k| self.map.get(k))
+            .cloned()
+            .unwrap_or(Route::Mx)
+    }
+}
+
+fn parse_value(value: &[u8]) -> Result<Route, &'static str> {
+    let value = value.trim_ascii();
+    if value.is_empty() {
+        return Ok(Route::Mx);
+    }
+    let (host, rest) = if value.starts_with(b"[") {
+        let close = value.iter().position(|&b| b == b']').ok_or("unclosed [")?;
+        value.split_at(close + 1)
+    } else {
+        match value.iter().position(|&b| b == b':') {
+            Some(i) => value.split_at(i),
+            None => (value, &b""[..]),
+        }
+    };
+    let port = match rest {
+        [] => 25,
+        [b':', digits @ ..] => std::str::from_utf8(digits)
+            .ok()
+            .and_then(|s| s.parse::<u16>().ok())
+            .filter(|&p| p != 0)
+            .ok_or("bad port")?,
+        _ => return Err("text after the relay"),
+    };
+    if host.is_empty() {
+        return Err("empty relay before the port");
+    }
+    if host.iter().any(|&b| b <= b' ' || b == 127) {
+        return Err("white space in the relay name");
+    }
+    Ok(Route::Relay {
+        host: host.to_vec(),
+        port,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn relay(h: &str, port: u16) -> Route {
+        Route::Relay {
+            host: h.as_bytes().to_vec(),
+            port,
+        }
+    }
+
+    #[test]
+    fn qmail_lookup_order() {
+        let r = Routes::parse(
+            b":smarthost\n.af.mil:\na.b.af.mil:[10.0.0.1]:2525\n.b.af.mil:bhost\nX.Example:[::1]:26\n",
+        )
+        .unwrap();
+        assert_eq!(r.lookup(b"a.b.af.mil"), relay("[10.0.0.1]", 2525));
+        assert_eq!(r.lookup(b"c.b.af.mil"), relay("bhost", 25));
+        assert_eq!(r.lookup(b"c.af.mil"), Route::Mx);
+        assert_eq!(r.lookup(b"other.org"), relay("smarthost", 25));
+        assert_eq!(r.lookup(b"x.EXAMPLE"), relay("[::1]", 26));
+    }
+
+    #[test]
+    fn last_duplicate_wins_and_no_default_means_mx() {
+        let r = Routes::parse(b"a.org:one\na.org:two:587\nnocolon\n").unwrap();
+        assert_eq!(r.lookup(b"a.org"), relay("two", 587));
+        assert_eq!(r.lookup(b"b.org"), Route::Mx);
+        assert_eq!(Routes::default().lookup(b"a.org"), Route::Mx);
+    }
+
+    #[test]
+    fn syntax_errors_name_the_line() {
+        for bad in [
+            &b"# x\na.org:relay:\n"[..],
+            b"# x\na.org:relay:0\n",
+            b"# x\na.org:relay:x\n",
+            b"# x\na:[1.2.3.4\n",
+        ] {
+            match Routes::parse(bad) {
+                Err(Failure::ControlSyntax {
+                    file: "smtproutes",
+                    line: 2,
+                    ..
+                }) => {}
+                Err(other) => panic!("{other:?}"),
+                Ok(_) => panic!("{:?} parsed", String::from_utf8_lossy(bad)),
+            }
+        }
+    }
+}
