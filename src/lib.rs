@@ -1,9 +1,114 @@
 //! qremote: a drop-in replacement for qmail's `qmail-remote`.
+//!
+//! The data path, in the order the modules run: [`args`] (argv bytes to an envelope),
+//! [`control`] (qmail home and control files), [`message`] (fd 0, scanned once), [`route`]
+//! (smtproutes, [`dns`], ipme), [`connect`] (with [`tcpto`]), [`session`] (SMTP over [`conn`],
+//! replies from [`reply`], keywords from [`ehlo`], STARTTLS from [`tls`], the body from
+//! [`encode`]), and finally [`report`], which writes what qmail-rspawn reads. Every failure is
+//! a [`failure::Failure`] with exactly one report.
 #![forbid(unsafe_code)]
 
+pub mod args;
+pub mod conn;
+pub mod connect;
 pub mod control;
 pub mod dns;
+pub mod ehlo;
+pub mod encode;
 pub mod failure;
+pub mod ipme;
+pub mod message;
 pub mod reply;
 pub mod report;
+pub mod route;
+pub mod session;
 pub mod smtproutes;
+pub mod tcpto;
+pub mod tls;
+
+use std::ffi::OsString;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use args::Envelope;
+use control::Config;
+use failure::Failure;
+use message::Message;
+use report::{Report, Reporter};
+use session::{Job, Outcome};
+
+/// Set just before the final dot is written, cleared when its reply is read: a crash in
+/// between must say "Possible duplicate!".
+pub static CRITICAL: AtomicBool = AtomicBool::new(false);
+
+/// Turns any panic into a `Z` report and exit 0 (exit 101 would make qmail-rspawn bounce).
+pub fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|_| {
+        let dup = if CRITICAL.load(Ordering::SeqCst) {
+            " Possible duplicate!"
+        } else {
+            ""
+        };
+        let report = Report::temp(
+            report::Esc(3, 0),
+            &format!("qmail-remote internal error.{dup}"),
+        );
+        Reporter::default().finish(&report)
+    }));
+}
+
+/// The whole delivery. Returns the recipient reports and the verdict.
+pub fn run(args: Vec<OsString>) -> (Reporter, Report) {
+    let mut reporter = Reporter::default();
+    let report = match deliver(args, &mut reporter) {
+        Ok(report) => report,
+        Err(f) => f.report(),
+    };
+    (reporter, report)
+}
+
+fn deliver(args: Vec<OsString>, reporter: &mut Reporter) -> Result<Report, Failure> {
+    let env = Envelope::from_args(args)?;
+    control::enter_home()?;
+    let cfg = Config::load()?;
+    let mut msg = Message::from_stdin()?;
+    if msg.scan.partial {
+        return Err(Failure::PartialFinalLine);
+    }
+    let peers = route::peers(&cfg, &env.host)?;
+    let tls = tls::Tls::load()?;
+    let mut job = Job {
+        cfg: &cfg,
+        env: &env,
+        msg: &mut msg,
+        tls: &tls,
+    };
+    let mut last: Option<Failure> = None;
+    for peer in &peers {
+        if tcpto::should_skip(peer.ip) {
+            continue;
+        }
+        let policy = tls.policy(peer, &env.host);
+        let mut plain_because = None;
+        loop {
+            let Ok(tcp) = connect::connect(&cfg, peer.ip, peer.port) else {
+                break;
+            };
+            match session::run(&mut job, peer, tcp, &policy, plain_because.take()) {
+                Outcome::Done { rcpts, report } => {
+                    for (letter, text) in rcpts {
+                        reporter.recipient(letter, text);
+                    }
+                    return Ok(report);
+                }
+                Outcome::Next(f) => {
+                    last = Some(f);
+                    break;
+                }
+                Outcome::RetryPlain(why) => {
+                    plain_because = Some(format!("TLS failed, retried in plaintext: {why}"));
+                }
+            }
+        }
+    }
+    Err(last.unwrap_or(Failure::NoConnection))
+}

@@ -1,5 +1,6 @@
 //! One integration-test binary; each module exercises the real `qmail-remote` binary.
 
+mod peer;
 mod util;
 
 mod invocation;

@@ -18,7 +18,10 @@ impl QmailHome {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::create_dir_all(dir.path().join("control")).unwrap();
         std::fs::create_dir_all(dir.path().join("queue/lock")).unwrap();
-        let home = QmailHome { dir, env: Vec::new() };
+        let home = QmailHome {
+            dir,
+            env: Vec::new(),
+        };
         home.control("me", "client.qremote.test\n");
         home.control("timeoutremote", "10\n");
         home.control("timeoutconnect", "5\n");
@@ -40,7 +43,11 @@ impl QmailHome {
     /// Routes `domain` to `relay` (e.g. `[127.0.0.20]:25`) by appending to smtproutes.
     pub fn route(&self, domain: &str, relay: &str) -> &QmailHome {
         let p = self.path().join("control/smtproutes");
-        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(p).unwrap();
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p)
+            .unwrap();
         writeln!(f, "{domain}:{relay}").unwrap();
         self
     }
@@ -72,7 +79,9 @@ impl QmailHome {
     pub fn command(&self, args: &[&[u8]]) -> Command {
         use std::os::unix::ffi::OsStrExt;
         let mut c = Command::new(BIN);
-        c.env_clear().env("PATH", "/usr/bin:/bin").env("QMAILHOME", self.path());
+        c.env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .env("QMAILHOME", self.path());
         for (k, v) in &self.env {
             c.env(k, v);
         }
@@ -82,11 +91,20 @@ impl QmailHome {
         c
     }
 
-    fn run_with(&self, host: &str, sender: &str, recips: &[&str], stdin: Stdio, pipe: Option<&[u8]>) -> Outcome {
+    fn run_with(
+        &self,
+        host: &str,
+        sender: &str,
+        recips: &[&str],
+        stdin: Stdio,
+        pipe: Option<&[u8]>,
+    ) -> Outcome {
         let mut args: Vec<&[u8]> = vec![host.as_bytes(), sender.as_bytes()];
         args.extend(recips.iter().map(|r| r.as_bytes()));
         let mut cmd = self.command(&args);
-        cmd.stdin(stdin).stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.stdin(stdin)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("spawn qmail-remote");
         if let Some(msg) = pipe {
             let mut stdin = child.stdin.take().unwrap();
@@ -121,10 +139,19 @@ impl Outcome {
         if let Some(body) = out.stdout.strip_suffix(b"\0") {
             for r in body.split(|&b| b == 0) {
                 let letter = r.first().map_or('?', |&b| b as char);
-                reports.push(Rep { letter, text: String::from_utf8_lossy(r.get(1..).unwrap_or(&[])).into() });
+                reports.push(Rep {
+                    letter,
+                    text: String::from_utf8_lossy(r.get(1..).unwrap_or(&[])).into(),
+                });
             }
         }
-        Outcome { status: out.status, stdout: out.stdout, stderr: out.stderr, reports, home }
+        Outcome {
+            status: out.status,
+            stdout: out.stdout,
+            stderr: out.stderr,
+            reports,
+            home,
+        }
     }
 
     pub fn dump(&self) -> String {
@@ -141,11 +168,25 @@ impl Outcome {
     pub fn assert_clean(&self) -> &Outcome {
         assert_eq!(self.status.code(), Some(0), "{}", self.dump());
         assert!(self.stderr.is_empty(), "stderr not empty\n{}", self.dump());
-        assert!(self.stdout.ends_with(b"\0"), "no final NUL\n{}", self.dump());
-        let verdicts = self.reports.iter().filter(|r| "KZD".contains(r.letter)).count();
+        assert!(
+            self.stdout.ends_with(b"\0"),
+            "no final NUL\n{}",
+            self.dump()
+        );
+        let verdicts = self
+            .reports
+            .iter()
+            .filter(|r| "KZD".contains(r.letter))
+            .count();
         assert_eq!(verdicts, 1, "{}", self.dump());
         assert!("KZD".contains(self.last().letter), "{}", self.dump());
-        assert!(self.reports[..self.reports.len() - 1].iter().all(|r| "rhs".contains(r.letter)), "{}", self.dump());
+        assert!(
+            self.reports[..self.reports.len() - 1]
+                .iter()
+                .all(|r| "rhs".contains(r.letter)),
+            "{}",
+            self.dump()
+        );
         self
     }
 
@@ -154,14 +195,20 @@ impl Outcome {
     }
 
     pub fn last(&self) -> &Rep {
-        self.reports.last().unwrap_or_else(|| panic!("no reports\n{}", self.dump()))
+        self.reports
+            .last()
+            .unwrap_or_else(|| panic!("no reports\n{}", self.dump()))
     }
 
     /// Asserts the letters and that the verdict text contains `needle`.
     pub fn expect(&self, letters: &str, needle: &str) -> &Outcome {
         self.assert_clean();
         assert_eq!(self.letters(), letters, "{}", self.dump());
-        assert!(self.last().text.contains(needle), "verdict lacks {needle:?}\n{}", self.dump());
+        assert!(
+            self.last().text.contains(needle),
+            "verdict lacks {needle:?}\n{}",
+            self.dump()
+        );
         self
     }
 }

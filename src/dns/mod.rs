@@ -1,34 +1,515 @@
-//! DNS stub resolver (placeholder; being written).
+//! A small synchronous DNS stub resolver: MX, A/AAAA and TLSA lookups sent to a recursive
+//! resolver.
+//!
+//! Why our own stub rather than libc or hickory: DANE needs the AD bit of the upstream
+//! validating resolver's answer. libc hides it, and hickory-resolver neither sets DO/AD on plain
+//! lookups nor runs without tokio, which is too much for a process that makes a handful of
+//! queries and exits. This stub asks with RD=1, EDNS0 (1232 bytes, DO=1) and AD=1 (RFC 6840
+//! 5.7) and exposes AD; trust it only from a loopback or explicitly configured resolver. It is
+//! bounded (64 KiB messages, 8 CNAME hops, fixed tries and timeouts), never sends ANY (RFC 8482),
+//! retries over TCP on truncation (qmail's 512-byte limit broke large MX sets), matches ID,
+//! QR and question, and decodes with checked, panic-free code. It never writes to stdout/stderr.
 
-use std::net::IpAddr;
+#![deny(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
+
+mod transport;
+mod wire;
+
+#[cfg(test)]
+#[allow(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
+mod tests;
+
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr, SocketAddrV6};
+use std::time::Duration;
 
 use crate::failure::Failure;
+use transport::{Query, TryError, UdpOutcome};
+use wire::{
+    Message, Name, RCODE_FORMERR, RCODE_NOERROR, RCODE_NXDOMAIN, RData, TYPE_A, TYPE_AAAA, TYPE_MX,
+    TYPE_TLSA,
+};
 
+/// Why a lookup gave no records.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DnsError {
+    /// The name does not exist (for a CNAME chain: its target). Also returned for a name that
+    /// cannot exist in the DNS (empty label, label over 63 bytes, name over 255 bytes).
     NxDomain,
+    /// The name exists but has no records of the type asked for.
     NoData,
+    /// No usable answer; the text is a short reason such as `SERVFAIL from 127.0.0.1`.
     Temporary(String),
 }
 
+/// One MX record. `host` keeps the case as received and has no trailing dot; the root name
+/// (the null MX of RFC 7505) is empty. Its bytes are not sanitised.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Mx {
     pub pref: u16,
     pub host: Vec<u8>,
 }
 
-pub struct Resolver {}
+/// One TLSA record (RFC 6698).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tlsa {
+    pub usage: u8,
+    pub selector: u8,
+    pub matching: u8,
+    pub data: Vec<u8>,
+}
+
+/// Default per-try timeout and number of rounds over all servers (glibc's defaults).
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+const DEFAULT_ATTEMPTS: u32 = 2;
+/// Most CNAME hops followed from the name asked for.
+const MAX_CNAME: usize = 8;
+/// Most servers taken from `DNSCACHEIP` (as djbdns) and `/etc/resolv.conf` (glibc's MAXNS).
+const MAX_DNSCACHEIP: usize = 16;
+const MAX_RESOLV_CONF: usize = 3;
+
+/// A stub resolver: a list of recursive servers, tried in order, `attempts` rounds.
+pub struct Resolver {
+    servers: Vec<SocketAddr>,
+    timeout: Duration,
+    attempts: u32,
+    ids: RandomState,
+    counter: u64,
+    /// Receive buffer, allocated on the first query.
+    buf: Vec<u8>,
+}
 
 impl Resolver {
+    /// Resolver configuration, in this order: the `DNSCACHEIP` environment variable (djbdns:
+    /// addresses separated by white space or commas, port 53; unparsable words are skipped);
+    /// else `control/nameservers` (one `ip`, `ip:port` or `[ipv6]:port` per line); else the
+    /// `nameserver` lines of `/etc/resolv.conf` with its `options timeout:N attempts:N`; else
+    /// 127.0.0.1:53. Timeout and attempts are glibc's defaults (5 s, 2) unless resolv.conf is
+    /// the source. Opens no sockets.
     pub fn from_config() -> Result<Resolver, Failure> {
-        Ok(Resolver {})
+        if let Some(env) = std::env::var_os("DNSCACHEIP") {
+            let servers = parse_dnscacheip(env.as_encoded_bytes());
+            if !servers.is_empty() {
+                return Ok(Resolver::new(servers, DEFAULT_TIMEOUT, DEFAULT_ATTEMPTS));
+            }
+        }
+        if let Some(data) = crate::control::read_file("nameservers")? {
+            let servers = parse_nameservers(&data)?;
+            if !servers.is_empty() {
+                return Ok(Resolver::new(servers, DEFAULT_TIMEOUT, DEFAULT_ATTEMPTS));
+            }
+        }
+        // An unreadable resolv.conf is treated as absent, as libc does.
+        let conf = std::fs::read("/etc/resolv.conf")
+            .map(|d| parse_resolv_conf(&d))
+            .unwrap_or_default();
+        let mut servers = conf.servers;
+        if servers.is_empty() {
+            servers.push(SocketAddr::from(([127, 0, 0, 1], 53)));
+        }
+        Ok(Resolver::new(
+            servers,
+            conf.timeout.unwrap_or(DEFAULT_TIMEOUT),
+            conf.attempts.unwrap_or(DEFAULT_ATTEMPTS),
+        ))
     }
 
-    pub fn mx(&mut self, _name: &[u8]) -> Result<Vec<Mx>, DnsError> {
-        Err(DnsError::Temporary("not implemented".into()))
+    /// A resolver for explicit servers. `timeout` is per try (at least 1 ms), `attempts` the
+    /// number of rounds over all servers (at least 1).
+    pub fn new(servers: Vec<SocketAddr>, timeout: Duration, attempts: u32) -> Resolver {
+        Resolver {
+            servers,
+            timeout: timeout.max(Duration::from_millis(1)),
+            attempts: attempts.max(1),
+            ids: RandomState::new(),
+            counter: 0,
+            buf: Vec::new(),
+        }
     }
 
-    pub fn ips(&mut self, _name: &[u8], _v4: bool, _v6: bool) -> Result<Vec<IpAddr>, DnsError> {
-        Err(DnsError::Temporary("not implemented".into()))
+    /// The servers asked, in order (to decide whether their AD bit can be trusted).
+    pub fn servers(&self) -> &[SocketAddr] {
+        &self.servers
     }
+
+    /// MX records of `name` (absolute, a trailing dot tolerated), CNAME chain followed, in
+    /// answer order.
+    pub fn mx(&mut self, name: &[u8]) -> Result<Vec<Mx>, DnsError> {
+        self.mx_ad(name).map(|(mx, _)| mx)
+    }
+
+    /// As [`Resolver::mx`], with whether every answer used had AD=1.
+    pub fn mx_ad(&mut self, name: &[u8]) -> Result<(Vec<Mx>, bool), DnsError> {
+        let (records, ad) = self.lookup(name, TYPE_MX)?;
+        let mx = records
+            .into_iter()
+            .filter_map(|r| match r {
+                RData::Mx { pref, host } => Some(Mx {
+                    pref,
+                    host: host.to_text(),
+                }),
+                _ => None,
+            })
+            .collect();
+        Ok((mx, ad))
+    }
+
+    /// A and/or AAAA of `name`, CNAME chains followed: A records first, then AAAA, each in
+    /// answer order. `Ok` if either family gave addresses (even if the other failed); else
+    /// `Temporary` if either was temporary; else `NxDomain` if either said NXDOMAIN; else
+    /// `NoData`.
+    pub fn ips(&mut self, name: &[u8], v4: bool, v6: bool) -> Result<Vec<IpAddr>, DnsError> {
+        self.ips_ad(name, v4, v6).map(|(ips, _)| ips)
+    }
+
+    /// As [`Resolver::ips`], with whether every answer that gave addresses had AD=1.
+    pub fn ips_ad(
+        &mut self,
+        name: &[u8],
+        v4: bool,
+        v6: bool,
+    ) -> Result<(Vec<IpAddr>, bool), DnsError> {
+        let mut results = Vec::with_capacity(2);
+        if v4 {
+            results.push(self.lookup(name, TYPE_A));
+        }
+        if v6 {
+            results.push(self.lookup(name, TYPE_AAAA));
+        }
+        combine_ips(results)
+    }
+
+    /// TLSA records at `name` (e.g. `_25._tcp.mx.example`), CNAME chain followed, with whether
+    /// every answer used had AD=1.
+    pub fn tlsa(&mut self, name: &[u8]) -> Result<(Vec<Tlsa>, bool), DnsError> {
+        let (records, ad) = self.lookup(name, TYPE_TLSA)?;
+        let tlsa = records
+            .into_iter()
+            .filter_map(|r| match r {
+                RData::Tlsa {
+                    usage,
+                    selector,
+                    matching,
+                    data,
+                } => Some(Tlsa {
+                    usage,
+                    selector,
+                    matching,
+                    data,
+                }),
+                _ => None,
+            })
+            .collect();
+        Ok((tlsa, ad))
+    }
+
+    /// Records of `qtype` at `name`, following CNAMEs in the answers and re-asking for the end
+    /// of a chain that came without the records.
+    fn lookup(&mut self, name: &[u8], qtype: u16) -> Result<(Vec<RData>, bool), DnsError> {
+        let name = Name::from_text(name).ok_or(DnsError::NxDomain)?;
+        let mut chain = vec![name];
+        let mut ad = true;
+        // Each further query needs at least one more hop, so this runs at most MAX_CNAME + 1
+        // times; the bound is explicit anyway.
+        for _ in 0..=MAX_CNAME {
+            let current = chain.last().cloned().ok_or(DnsError::NxDomain)?;
+            let msg = self.query(&current, qtype)?;
+            ad &= msg.ad();
+            match chase(&msg, &mut chain, qtype)? {
+                Chase::Records(r) => return Ok((r, ad)),
+                Chase::NxDomain => return Err(DnsError::NxDomain),
+                Chase::NoData => return Err(DnsError::NoData),
+                Chase::Requery => {}
+            }
+        }
+        Err(DnsError::Temporary("CNAME chain too long".into()))
+    }
+
+    fn next_id(&mut self) -> u16 {
+        self.counter = self.counter.wrapping_add(1);
+        let h = self.ids.hash_one(self.counter);
+        u16::try_from(h & 0xFFFF).unwrap_or_default()
+    }
+
+    /// One question to the servers in turn: the first NOERROR or NXDOMAIN answer.
+    fn query(&mut self, name: &Name, qtype: u16) -> Result<Message, DnsError> {
+        if self.buf.len() < transport::MAX_MSG {
+            self.buf = vec![0; transport::MAX_MSG];
+        }
+        // The most telling failure: an RCODE, then a bad answer, then a network error, then a
+        // timeout; the first of equals.
+        let mut worst: Option<(u8, String)> = None;
+        for _ in 0..self.attempts {
+            for i in 0..self.servers.len() {
+                let Some(&server) = self.servers.get(i) else {
+                    break;
+                };
+                let err = match self.query_server(server, name, qtype) {
+                    Ok(msg) if matches!(msg.rcode, RCODE_NOERROR | RCODE_NXDOMAIN) => {
+                        return Ok(msg);
+                    }
+                    Ok(msg) => TryError::Rcode(msg.rcode),
+                    Err(e) => e,
+                };
+                let ip = server.ip();
+                let (rank, text) = match err {
+                    TryError::Rcode(r) => (3, format!("{} from {ip}", wire::rcode_name(r))),
+                    TryError::Malformed => (2, format!("malformed answer from {ip}")),
+                    TryError::Net(kind) => (1, format!("{kind} talking to {ip}")),
+                    TryError::Timeout => (0, "timed out".to_string()),
+                };
+                if worst.as_ref().is_none_or(|(r, _)| rank > *r) {
+                    worst = Some((rank, text));
+                }
+            }
+        }
+        Err(DnsError::Temporary(worst.map_or_else(
+            || "no nameservers configured".to_string(),
+            |(_, t)| t,
+        )))
+    }
+
+    /// One try at one server: UDP, TCP if truncated, and once more without EDNS if the server
+    /// answered FORMERR to EDNS.
+    fn query_server(
+        &mut self,
+        server: SocketAddr,
+        name: &Name,
+        qtype: u16,
+    ) -> Result<Message, TryError> {
+        let mut last = Err(TryError::Timeout);
+        for edns in [true, false] {
+            let id = self.next_id();
+            let bytes = wire::encode_query(id, name, qtype, edns);
+            let q = Query {
+                id,
+                name,
+                qtype,
+                bytes: &bytes,
+            };
+            let msg = match transport::udp(server, &q, self.timeout, &mut self.buf)? {
+                UdpOutcome::Answer(msg) => msg,
+                UdpOutcome::Truncated => {
+                    let id = self.next_id();
+                    let bytes = wire::encode_query(id, name, qtype, edns);
+                    let q = Query {
+                        id,
+                        name,
+                        qtype,
+                        bytes: &bytes,
+                    };
+                    transport::tcp(server, &q, self.timeout, &mut self.buf)?
+                }
+            };
+            let formerr = msg.rcode == RCODE_FORMERR;
+            last = Ok(msg);
+            if !formerr {
+                break;
+            }
+        }
+        last
+    }
+}
+
+/// What one answer says about the chain in `chain`.
+#[derive(Debug)]
+enum Chase {
+    Records(Vec<RData>),
+    NxDomain,
+    NoData,
+    /// The chain grew but its end has no records here: ask for `chain.last()`.
+    Requery,
+}
+
+/// Follows CNAMEs in `msg` from the last name of `chain` (which grows) and collects the records
+/// of `qtype` owned by any name of the chain.
+fn chase(msg: &Message, chain: &mut Vec<Name>, qtype: u16) -> Result<Chase, DnsError> {
+    let start_len = chain.len();
+    loop {
+        let Some(current) = chain.last() else {
+            return Err(DnsError::NxDomain);
+        };
+        let next = msg.answers.iter().find_map(|r| match &r.data {
+            RData::Cname(target) if r.owner.eq_ci(current) => Some(target),
+            _ => None,
+        });
+        let Some(target) = next else { break };
+        if chain.iter().any(|n| n.eq_ci(target)) {
+            return Err(DnsError::Temporary("CNAME loop".into()));
+        }
+        if chain.len() > MAX_CNAME {
+            return Err(DnsError::Temporary("CNAME chain too long".into()));
+        }
+        chain.push(target.clone());
+    }
+    if msg.rcode == RCODE_NXDOMAIN {
+        return Ok(Chase::NxDomain);
+    }
+    let records: Vec<RData> = msg
+        .answers
+        .iter()
+        .filter(|r| r.data.rtype() == qtype && chain.iter().any(|n| n.eq_ci(&r.owner)))
+        .map(|r| r.data.clone())
+        .collect();
+    Ok(if !records.is_empty() {
+        Chase::Records(records)
+    } else if chain.len() > start_len {
+        Chase::Requery
+    } else {
+        Chase::NoData
+    })
+}
+
+/// Combines the A and AAAA results as [`Resolver::ips`] describes.
+fn combine_ips(
+    results: Vec<Result<(Vec<RData>, bool), DnsError>>,
+) -> Result<(Vec<IpAddr>, bool), DnsError> {
+    let mut ips = Vec::new();
+    let mut ad = true;
+    let mut err = DnsError::NoData;
+    for r in results {
+        match r {
+            Ok((records, a)) => {
+                let before = ips.len();
+                ips.extend(records.iter().filter_map(|r| match r {
+                    RData::A(a) => Some(IpAddr::V4(*a)),
+                    RData::Aaaa(a) => Some(IpAddr::V6(*a)),
+                    _ => None,
+                }));
+                if ips.len() > before {
+                    ad &= a;
+                }
+            }
+            Err(e @ DnsError::Temporary(_)) => err = e,
+            Err(DnsError::NxDomain) if !matches!(err, DnsError::Temporary(_)) => {
+                err = DnsError::NxDomain;
+            }
+            Err(_) => {}
+        }
+    }
+    if ips.is_empty() {
+        Err(err)
+    } else {
+        Ok((ips, ad))
+    }
+}
+
+/// `DNSCACHEIP`: IP addresses separated by white space or commas, port 53.
+fn parse_dnscacheip(value: &[u8]) -> Vec<SocketAddr> {
+    value
+        .split(|b| b.is_ascii_whitespace() || *b == b',')
+        .filter(|w| !w.is_empty())
+        .filter_map(|w| std::str::from_utf8(w).ok()?.parse::<IpAddr>().ok())
+        .map(|ip| SocketAddr::new(ip, 53))
+        .take(MAX_DNSCACHEIP)
+        .collect()
+}
+
+/// `control/nameservers`: `ip`, `ip:port` or `[ipv6]:port` per line.
+fn parse_nameservers(data: &[u8]) -> Result<Vec<SocketAddr>, Failure> {
+    let mut out = Vec::new();
+    for (n, line) in crate::control::lines(data) {
+        let text = std::str::from_utf8(line).unwrap_or("").trim();
+        let addr = text.parse::<SocketAddr>().ok().or_else(|| {
+            text.parse::<IpAddr>()
+                .ok()
+                .map(|ip| SocketAddr::new(ip, 53))
+        });
+        match addr {
+            Some(a) if a.port() != 0 => out.push(a),
+            _ => {
+                return Err(crate::control::syntax(
+                    "nameservers",
+                    n,
+                    "expected an IP address, IP:port or [IPv6]:port",
+                ));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// What `/etc/resolv.conf` says that we use.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct ResolvConf {
+    servers: Vec<SocketAddr>,
+    timeout: Option<Duration>,
+    attempts: Option<u32>,
+}
+
+/// Parses resolv.conf as glibc does for what we need: up to 3 `nameserver` lines (IPv6 with an
+/// optional `%scope`), and `options timeout:N` (1..=30) and `attempts:N` (1..=5). `search`,
+/// `domain` and `ndots` do not matter: we only ask absolute names.
+fn parse_resolv_conf(data: &[u8]) -> ResolvConf {
+    let mut conf = ResolvConf::default();
+    for line in data.split(|&b| b == b'\n') {
+        let line = line
+            .split(|&b| b == b'#' || b == b';')
+            .next()
+            .unwrap_or_default();
+        let mut words = line
+            .split(|b| b.is_ascii_whitespace())
+            .filter(|w| !w.is_empty());
+        match words.next() {
+            Some(b"nameserver") => {
+                if let Some(addr) = words.next().and_then(nameserver_addr)
+                    && conf.servers.len() < MAX_RESOLV_CONF
+                {
+                    conf.servers.push(addr);
+                }
+            }
+            Some(b"options") => {
+                for opt in words {
+                    let num = |prefix: &[u8]| -> Option<u32> {
+                        std::str::from_utf8(opt.strip_prefix(prefix)?)
+                            .ok()?
+                            .parse::<u32>()
+                            .ok()
+                    };
+                    if let Some(t) = num(b"timeout:") {
+                        conf.timeout = Some(Duration::from_secs(t.clamp(1, 30).into()));
+                    } else if let Some(a) = num(b"attempts:") {
+                        conf.attempts = Some(a.clamp(1, 5));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    conf
+}
+
+/// A resolv.conf nameserver word: IPv4, or IPv6 with an optional numeric or interface scope.
+fn nameserver_addr(word: &[u8]) -> Option<SocketAddr> {
+    let text = std::str::from_utf8(word).ok()?;
+    if let Ok(ip) = text.parse::<IpAddr>() {
+        return Some(SocketAddr::new(ip, 53));
+    }
+    let (ip, scope) = text.split_once('%')?;
+    let ip = ip.parse::<Ipv6Addr>().ok()?;
+    let scope = match scope.parse::<u32>() {
+        Ok(n) => n,
+        Err(_) => {
+            if scope.is_empty() || scope.contains('/') || scope.starts_with('.') {
+                return None;
+            }
+            std::fs::read_to_string(format!("/sys/class/net/{scope}/ifindex"))
+                .ok()?
+                .trim()
+                .parse()
+                .ok()?
+        }
+    };
+    Some(SocketAddr::V6(SocketAddrV6::new(ip, 53, 0, scope)))
 }

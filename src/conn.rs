@@ -1,0 +1,149 @@
+//! One SMTP connection: the socket (plain, or TLS after STARTTLS), one buffered reader for
+//! replies, and timed writes. Every read and write is bounded by `timeoutremote` (socket
+//! timeouts) and every reply by [`crate::reply`]'s limits.
+
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, TcpStream};
+
+use rustls::{ClientConnection, StreamOwned};
+
+use crate::reply::{MAX_BYTES, Reply, ReplyBuilder};
+
+const READ_BUF: usize = 8192;
+
+pub enum Stream {
+    Plain(TcpStream),
+    Tls(Box<StreamOwned<ClientConnection, TcpStream>>),
+    /// Only while the socket is being upgraded, or after a failed upgrade.
+    Closed,
+}
+
+impl Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(buf),
+            Stream::Tls(s) => s.read(buf),
+            Stream::Closed => Err(io::ErrorKind::NotConnected.into()),
+        }
+    }
+
+    fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.write_all(data),
+            Stream::Tls(s) => s.write_all(data).and_then(|()| s.flush()),
+            Stream::Closed => Err(io::ErrorKind::NotConnected.into()),
+        }
+    }
+}
+
+/// Why no reply could be had.
+#[derive(Debug)]
+pub enum ReadError {
+    /// EOF, I/O error or timeout.
+    Died,
+    /// Bytes that are not an SMTP reply.
+    Bad(&'static str),
+}
+
+/// Why STARTTLS could not switch the connection to TLS.
+pub enum Upgrade<E> {
+    Injected,
+    Failed(E),
+}
+
+pub struct Conn {
+    stream: Stream,
+    buf: Box<[u8]>,
+    pos: usize,
+    len: usize,
+    pub ip: IpAddr,
+}
+
+impl Conn {
+    pub fn new(stream: Stream, ip: IpAddr) -> Conn {
+        Conn {
+            stream,
+            buf: vec![0; READ_BUF].into_boxed_slice(),
+            pos: 0,
+            len: 0,
+            ip,
+        }
+    }
+
+    /// Replaces the plain socket with TLS made by `handshake`. Refuses if the peer already
+    /// sent bytes past the last reply: they would be read as if they came through TLS
+    /// (response injection, CVE-2011-0411 class).
+    pub fn upgrade<E>(
+        &mut self,
+        handshake: impl FnOnce(TcpStream) -> Result<StreamOwned<ClientConnection, TcpStream>, E>,
+    ) -> Result<(), Upgrade<E>> {
+        if self.pos != self.len {
+            return Err(Upgrade::Injected);
+        }
+        let Stream::Plain(tcp) = std::mem::replace(&mut self.stream, Stream::Closed) else {
+            return Err(Upgrade::Injected);
+        };
+        self.stream = Stream::Tls(Box::new(handshake(tcp).map_err(Upgrade::Failed)?));
+        Ok(())
+    }
+
+    pub fn send(&mut self, data: &[u8]) -> io::Result<()> {
+        self.stream.write_all(data)
+    }
+
+    fn fill(&mut self) -> Result<(), ReadError> {
+        self.pos = 0;
+        self.len = 0;
+        loop {
+            match self.stream.read(&mut self.buf) {
+                Ok(0) => return Err(ReadError::Died),
+                Ok(n) => {
+                    self.len = n;
+                    return Ok(());
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => return Err(ReadError::Died),
+            }
+        }
+    }
+
+    /// Reads one line into `line` (at most the buffer size is kept; the rest of an over-long
+    /// line is read and counted, then dropped). Returns the bytes consumed.
+    fn read_line(&mut self, line: &mut Vec<u8>, budget: usize) -> Result<usize, ReadError> {
+        line.clear();
+        let mut consumed = 0usize;
+        loop {
+            if self.pos >= self.len {
+                self.fill()?;
+            }
+            let avail = self.buf.get(self.pos..self.len).unwrap_or_default();
+            let (take, done) = match memchr::memchr(b'\n', avail) {
+                Some(i) => (i + 1, true),
+                None => (avail.len(), false),
+            };
+            let room = READ_BUF.saturating_sub(line.len());
+            line.extend_from_slice(avail.get(..take.min(room)).unwrap_or_default());
+            self.pos += take;
+            consumed += take;
+            if consumed > budget {
+                return Err(ReadError::Bad("reply too long"));
+            }
+            if done {
+                return Ok(consumed);
+            }
+        }
+    }
+
+    /// Reads one complete (possibly multi-line) reply.
+    pub fn read_reply(&mut self) -> Result<Reply, ReadError> {
+        let mut builder = ReplyBuilder::default();
+        let mut line = Vec::with_capacity(128);
+        let mut budget = MAX_BYTES;
+        loop {
+            budget -= self.read_line(&mut line, budget)?.min(budget);
+            if let Some(reply) = builder.push_line(&line).map_err(ReadError::Bad)? {
+                return Ok(reply);
+            }
+        }
+    }
+}

@@ -1,0 +1,399 @@
+//! The SMTP dialogue on one connection: greeting, EHLO (HELO fallback), STARTTLS by policy,
+//! MAIL/RCPT/DATA (pipelined when offered), the body, the final dot. It decides whether a
+//! failure is final for the message or means "try the next address".
+
+use std::net::TcpStream;
+use std::sync::atomic::Ordering;
+
+use crate::args::Envelope;
+use crate::conn::{Conn, ReadError, Stream, Upgrade};
+use crate::control::Config;
+use crate::ehlo::Caps;
+use crate::failure::{Failure, Stage};
+use crate::message::{Message, SendError};
+use crate::reply::Reply;
+use crate::report::{Letter, RcptLetter, Report};
+use crate::route::Peer;
+use crate::tls::{Level, Policy, Tls};
+
+/// How a connection ended.
+pub enum Outcome {
+    /// The verdict for the message.
+    Done {
+        rcpts: Vec<(RcptLetter, Vec<u8>)>,
+        report: Report,
+    },
+    /// Nothing was decided here: try the next address.
+    Next(Failure),
+    /// The TLS handshake failed at level `may`: retry this address without STARTTLS.
+    RetryPlain(String),
+}
+
+/// Everything a session needs besides the socket.
+pub struct Job<'a> {
+    pub cfg: &'a Config,
+    pub env: &'a Envelope,
+    pub msg: &'a mut Message,
+    pub tls: &'a Tls,
+}
+
+/// What to say about TLS in the final report.
+enum TlsNote {
+    Plain(String),
+    Tls(crate::tls::Session),
+}
+
+struct Dialogue<'j, 'a> {
+    job: &'j mut Job<'a>,
+    conn: Conn,
+    peer: &'j Peer,
+}
+
+fn died(conn: &Conn, after_dot: bool) -> Failure {
+    Failure::Died {
+        ip: conn.ip,
+        after_dot,
+    }
+}
+
+impl Dialogue<'_, '_> {
+    fn read(&mut self, stage: Stage) -> Result<Reply, Failure> {
+        let after_dot = stage == Stage::AfterDot;
+        self.conn.read_reply().map_err(|e| match e {
+            ReadError::Died => died(&self.conn, after_dot),
+            ReadError::Bad(what) => Failure::BadReply {
+                ip: self.conn.ip,
+                stage,
+                after_dot,
+                what,
+            },
+        })
+    }
+
+    fn send(&mut self, data: &[u8]) -> Result<(), Failure> {
+        self.conn.send(data).map_err(|_| died(&self.conn, false))
+    }
+
+    fn command(&mut self, cmd: &[u8], stage: Stage) -> Result<Reply, Failure> {
+        self.send(cmd)?;
+        self.read(stage)
+    }
+
+    /// EHLO, or HELO when EHLO is refused with anything but 421 (Postfix's rule).
+    fn hello(&mut self) -> Result<Caps, Failure> {
+        let helo = &self.job.cfg.helohost;
+        let reply = self.command(&[b"EHLO ", helo.as_slice(), b"\r\n"].concat(), Stage::Helo)?;
+        if reply.code / 100 == 2 {
+            return Ok(Caps::parse(&reply));
+        }
+        if reply.code == 421 {
+            return Err(Failure::Rejected {
+                ip: self.conn.ip,
+                stage: Stage::Helo,
+                reply,
+            });
+        }
+        let reply = self.command(&[b"HELO ", helo.as_slice(), b"\r\n"].concat(), Stage::Helo)?;
+        if reply.code / 100 == 2 {
+            return Ok(Caps::default());
+        }
+        Err(Failure::Rejected {
+            ip: self.conn.ip,
+            stage: Stage::Helo,
+            reply,
+        })
+    }
+}
+
+/// Runs one SMTP session on a connected socket.
+pub fn run(
+    job: &mut Job,
+    peer: &Peer,
+    tcp: TcpStream,
+    policy: &Policy,
+    plain_because: Option<String>,
+) -> Outcome {
+    let mut d = Dialogue {
+        job,
+        conn: Conn::new(Stream::Plain(tcp), peer.ip),
+        peer,
+    };
+    match greet_and_negotiate(&mut d, policy, plain_because) {
+        Ok((caps, note)) => transaction(d, caps, note),
+        Err(Step::Next(f)) => Outcome::Next(f),
+        Err(Step::RetryPlain(why)) => Outcome::RetryPlain(why),
+    }
+}
+
+enum Step {
+    Next(Failure),
+    RetryPlain(String),
+}
+
+impl From<Failure> for Step {
+    fn from(f: Failure) -> Step {
+        Step::Next(f)
+    }
+}
+
+fn greet_and_negotiate(
+    d: &mut Dialogue,
+    policy: &Policy,
+    plain_because: Option<String>,
+) -> Result<(Caps, TlsNote), Step> {
+    let greeting = d.read(Stage::Greeting)?;
+    if greeting.code != 220 {
+        return Err(Failure::Rejected {
+            ip: d.conn.ip,
+            stage: Stage::Greeting,
+            reply: greeting,
+        }
+        .into());
+    }
+    let caps = d.hello()?;
+    let ip = d.conn.ip;
+    if let Some(why) = plain_because {
+        return Ok((caps, TlsNote::Plain(why)));
+    }
+    if policy.level == Level::None {
+        return Ok((
+            caps,
+            TlsNote::Plain(format!("TLS policy none from {}", policy.source)),
+        ));
+    }
+    if !caps.starttls {
+        if policy.level.required() {
+            let why = format!(
+                "did not offer STARTTLS (level {} from {})",
+                policy.level.name(),
+                policy.source
+            );
+            return Err(Failure::TlsNotOffered { ip, why }.into());
+        }
+        return Ok((caps, TlsNote::Plain("STARTTLS not offered".into())));
+    }
+    let reply = d.command(b"STARTTLS\r\n", Stage::StartTls)?;
+    if reply.code != 220 {
+        if policy.level.required() {
+            let said = String::from_utf8_lossy(&reply.text)
+                .trim_end()
+                .replace('\n', " ");
+            let why = format!(
+                "refused STARTTLS: {said} (level {} from {})",
+                policy.level.name(),
+                policy.source
+            );
+            return Err(Failure::TlsNotOffered { ip, why }.into());
+        }
+        let said = String::from_utf8_lossy(&reply.text)
+            .trim_end()
+            .replace('\n', " ");
+        return Ok((caps, TlsNote::Plain(format!("STARTTLS refused: {said}"))));
+    }
+    let tls = d.job.tls;
+    let mut session = None;
+    let upgraded = d.conn.upgrade(|tcp| {
+        tls.handshake(tcp, d.peer, policy).map(|(stream, s)| {
+            session = Some(s);
+            stream
+        })
+    });
+    match (upgraded, session) {
+        (Ok(()), Some(session)) => {
+            // Forget everything learned before TLS (RFC 3207 4.2).
+            let caps = d.hello()?;
+            Ok((caps, TlsNote::Tls(session)))
+        }
+        (Ok(()), None) => Err(Failure::Internal("TLS session without parameters").into()),
+        (Err(Upgrade::Injected), _) => Err(Failure::TlsInjection { ip }.into()),
+        (Err(Upgrade::Failed(why)), _) if policy.level.required() => {
+            Err(Failure::TlsFailed { ip, why }.into())
+        }
+        (Err(Upgrade::Failed(why)), _) => Err(Step::RetryPlain(why)),
+    }
+}
+
+fn transaction(mut d: Dialogue, caps: Caps, note: TlsNote) -> Outcome {
+    let mut outcome = match mail_rcpt_data(&mut d, &caps) {
+        Ok(o) => o,
+        Err(f) => Outcome::Next(f),
+    };
+    // Decide first, then QUIT without waiting; a failed QUIT cannot change the verdict.
+    let _ = d.conn.send(b"QUIT\r\n");
+    let line = match &note {
+        TlsNote::Plain(why) => format!("TLS: none ({why})."),
+        TlsNote::Tls(s) => s.to_string(),
+    };
+    match &mut outcome {
+        Outcome::Done { report, .. } => report.push_line(&line),
+        Outcome::Next(_) | Outcome::RetryPlain(_) => {}
+    }
+    outcome
+}
+
+/// Returns `Err` for failures that should move on to the next address.
+fn mail_rcpt_data(d: &mut Dialogue, caps: &Caps) -> Result<Outcome, Failure> {
+    let ip = d.conn.ip;
+    let env = d.job.env;
+    let scan = d.job.msg.scan;
+    let final_failure = |f: Failure| {
+        Ok(Outcome::Done {
+            rcpts: Vec::new(),
+            report: f.report(),
+        })
+    };
+    if env.utf8 && !caps.smtputf8 {
+        return final_failure(Failure::NoSmtpUtf8 { ip });
+    }
+    if let Some(limit) = caps.size.filter(|&l| l > 0 && scan.size > l) {
+        return final_failure(Failure::TooBig {
+            ip,
+            size: scan.size,
+            limit,
+        });
+    }
+    let mut mail = [b"MAIL FROM:<", env.sender.as_slice(), b">"].concat();
+    if caps.size.is_some() {
+        mail.extend_from_slice(format!(" SIZE={}", scan.size).as_bytes());
+    }
+    if scan.eight_bit && caps.eight_bit_mime {
+        mail.extend_from_slice(b" BODY=8BITMIME");
+    }
+    if env.utf8 {
+        mail.extend_from_slice(b" SMTPUTF8");
+    }
+    mail.extend_from_slice(b"\r\n");
+    let rcpt_cmds: Vec<Vec<u8>> = env
+        .recipients
+        .iter()
+        .map(|r| [b"RCPT TO:<", r.as_slice(), b">\r\n"].concat())
+        .collect();
+
+    // With PIPELINING everything up to DATA goes in one write (RFC 2920 3.1).
+    if caps.pipelining {
+        let mut batch = mail.clone();
+        rcpt_cmds.iter().for_each(|c| batch.extend_from_slice(c));
+        batch.extend_from_slice(b"DATA\r\n");
+        d.send(&batch)?;
+    } else {
+        d.send(&mail)?;
+    }
+    let reply = d.read(Stage::Mail)?;
+    if reply.code == 421 {
+        return Err(Failure::Rejected {
+            ip,
+            stage: Stage::Mail,
+            reply,
+        });
+    }
+    if !reply.is_positive() {
+        return final_failure(Failure::Rejected {
+            ip,
+            stage: Stage::Mail,
+            reply,
+        });
+    }
+    let mut rcpts = Vec::with_capacity(rcpt_cmds.len());
+    for cmd in &rcpt_cmds {
+        let reply = if caps.pipelining {
+            d.read(Stage::Mail)
+        } else {
+            d.command(cmd, Stage::Mail)
+        };
+        let reply = reply?;
+        rcpts.push(rcpt_result(ip, &reply));
+    }
+    let accepted = rcpts.iter().any(|(l, _)| *l == RcptLetter::Accepted);
+    let done = |rcpts, f: Failure| {
+        Ok(Outcome::Done {
+            rcpts,
+            report: f.report(),
+        })
+    };
+    let data = if caps.pipelining {
+        d.read(Stage::Data)
+    } else if accepted {
+        d.command(b"DATA\r\n", Stage::Data)
+    } else {
+        return done(rcpts, Failure::GaveUp { ip });
+    };
+    // Nothing has been sent yet: a failure here may still go to the next address.
+    let data = data?;
+    if !accepted {
+        // A pipelined DATA may have been accepted anyway: hang up rather than send a body.
+        return done(rcpts, Failure::GaveUp { ip });
+    }
+    if data.code >= 400 {
+        return done(
+            rcpts,
+            Failure::Rejected {
+                ip,
+                stage: Stage::Data,
+                reply: data,
+            },
+        );
+    }
+    if data.code / 100 != 3 {
+        return done(
+            rcpts,
+            Failure::BadReply {
+                ip,
+                stage: Stage::Data,
+                after_dot: false,
+                what: "DATA was not answered with 354",
+            },
+        );
+    }
+    let conn = &mut d.conn;
+    let sent = d.job.msg.send(
+        |block| conn.send(block),
+        || crate::CRITICAL.store(true, Ordering::SeqCst),
+    );
+    let after_dot = crate::CRITICAL.load(Ordering::SeqCst);
+    match sent {
+        Ok(()) => {}
+        Err(SendError::Read) => return done(rcpts, Failure::ReadMessage),
+        Err(SendError::Write) => return done(rcpts, Failure::Died { ip, after_dot }),
+    }
+    let reply = match d.read(Stage::AfterDot) {
+        Ok(r) => r,
+        Err(f) => return done(rcpts, f),
+    };
+    crate::CRITICAL.store(false, Ordering::SeqCst);
+    if reply.code / 100 == 2 {
+        let mut text = format!("{ip} accepted message.\n").into_bytes();
+        reply.append_said(&mut text);
+        return Ok(Outcome::Done {
+            rcpts,
+            report: Report::raw_ok(text),
+        });
+    }
+    done(
+        rcpts,
+        Failure::Rejected {
+            ip,
+            stage: Stage::AfterDot,
+            reply,
+        },
+    )
+}
+
+fn rcpt_result(ip: std::net::IpAddr, reply: &Reply) -> (RcptLetter, Vec<u8>) {
+    let letter = match reply.code {
+        200..=299 => return (RcptLetter::Accepted, Vec::new()),
+        500.. => RcptLetter::Rejected,
+        _ => RcptLetter::Deferred,
+    };
+    let mut text = format!("{ip} does not like recipient.\n").into_bytes();
+    reply.append_said(&mut text);
+    (letter, text)
+}
+
+impl Report {
+    fn raw_ok(text: Vec<u8>) -> Report {
+        Report {
+            letter: Letter::K,
+            text,
+        }
+    }
+}

@@ -1,0 +1,126 @@
+//! Scripted SMTP peers for behaviour Postfix cannot produce: each test drives the server side
+//! imperatively on its own thread, and gets back what the client sent.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::thread::JoinHandle;
+
+pub struct Client {
+    pub reader: BufReader<TcpStream>,
+    pub stream: TcpStream,
+    /// Everything the client sent, as read.
+    pub transcript: Vec<u8>,
+}
+
+impl Client {
+    pub fn send(&mut self, s: &str) {
+        let _ = self.stream.write_all(s.as_bytes());
+    }
+
+    pub fn send_bytes(&mut self, b: &[u8]) {
+        let _ = self.stream.write_all(b);
+    }
+
+    /// One line from the client without CRLF; empty at EOF.
+    pub fn line(&mut self) -> String {
+        let mut buf = Vec::new();
+        let _ = self.reader.read_until(b'\n', &mut buf);
+        self.transcript.extend_from_slice(&buf);
+        String::from_utf8_lossy(&buf)
+            .trim_end_matches(['\r', '\n'])
+            .to_string()
+    }
+
+    /// Reads a line and checks it starts with `prefix` (case-insensitive).
+    pub fn expect(&mut self, prefix: &str) -> String {
+        let l = self.line();
+        assert!(
+            l.to_ascii_uppercase()
+                .starts_with(&prefix.to_ascii_uppercase()),
+            "expected {prefix:?}, got {l:?}"
+        );
+        l
+    }
+
+    /// Reads DATA up to and including the final dot line; returns the raw bytes.
+    pub fn data(&mut self) -> Vec<u8> {
+        let mut body = Vec::new();
+        loop {
+            let mut buf = Vec::new();
+            if self.reader.read_until(b'\n', &mut buf).unwrap_or(0) == 0 {
+                break;
+            }
+            self.transcript.extend_from_slice(&buf);
+            body.extend_from_slice(&buf);
+            if buf == b".\r\n" && (body.len() == 3 || body.ends_with(b"\r\n.\r\n")) {
+                break;
+            }
+        }
+        body
+    }
+
+    /// Standard opening: greeting and EHLO with the given keywords.
+    pub fn ehlo(&mut self, keywords: &[&str]) {
+        self.send("220 scripted ESMTP\r\n");
+        self.expect("EHLO ");
+        let mut reply = String::new();
+        let mut lines = vec!["scripted".to_string()];
+        lines.extend(keywords.iter().map(|k| k.to_string()));
+        for (i, l) in lines.iter().enumerate() {
+            let sep = if i + 1 == lines.len() { ' ' } else { '-' };
+            reply.push_str(&format!("250{sep}{l}\r\n"));
+        }
+        self.send(&reply);
+    }
+
+    /// Waits until the client closes the connection (reads and records the rest).
+    pub fn drain(&mut self) {
+        let mut rest = Vec::new();
+        let _ = self.reader.read_to_end(&mut rest);
+        self.transcript.extend_from_slice(&rest);
+    }
+}
+
+pub struct Scripted {
+    pub addr: SocketAddr,
+    handle: JoinHandle<Vec<Vec<u8>>>,
+}
+
+impl Scripted {
+    /// Serves `connections` connections in turn, each with `script(index, client)`.
+    pub fn start<F>(connections: usize, script: F) -> Scripted
+    where
+        F: Fn(usize, &mut Client) + Send + 'static,
+    {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let handle = std::thread::spawn(move || {
+            let mut transcripts = Vec::new();
+            for i in 0..connections {
+                let (stream, _) = listener.accept().unwrap();
+                let mut c = Client {
+                    reader: BufReader::new(stream.try_clone().unwrap()),
+                    stream,
+                    transcript: Vec::new(),
+                };
+                script(i, &mut c);
+                transcripts.push(c.transcript);
+            }
+            transcripts
+        });
+        Scripted { addr, handle }
+    }
+
+    /// The smtproutes relay text for this server.
+    pub fn relay(&self) -> String {
+        format!("[{}]:{}", self.addr.ip(), self.addr.port())
+    }
+
+    /// Transcripts of what the client sent, one per connection. Panics in the script surface here.
+    pub fn finish(self) -> Vec<Vec<u8>> {
+        match self.handle.join() {
+            Ok(t) => t,
+            Err(e) => std::panic::resume_unwind(e),
+        }
+    }
+}
