@@ -56,10 +56,10 @@ impl Default for Encoder {
 impl Encoder {
     /// Appends the encoding of `input` to `out`.
     pub fn encode(&mut self, mut input: &[u8], out: &mut Vec<u8>) {
-        if std::mem::take(&mut self.skip_lf) {
-            if let [b'\n', rest @ ..] = input {
-                input = rest;
-            }
+        if std::mem::take(&mut self.skip_lf)
+            && let [b'\n', rest @ ..] = input
+        {
+            input = rest;
         }
         while let Some(&first) = input.first() {
             if self.line_start && first == b'.' {

@@ -141,12 +141,12 @@ fn mx_peers(cfg: &Config, host: &[u8]) -> Result<Vec<Peer>, Failure> {
         Err(e) => return Err(host_error(e, host)),
     };
     // RFC 7505: a lone "MX 0 ." means the domain takes no mail; a root target among others is junk.
-    if let [only] = mxs.as_slice() {
-        if only.host.is_empty() {
-            return Err(Failure::NullMx {
-                host: host.to_vec(),
-            });
-        }
+    if let [only] = mxs.as_slice()
+        && only.host.is_empty()
+    {
+        return Err(Failure::NullMx {
+            host: host.to_vec(),
+        });
     }
     mxs.retain(|m| !m.host.is_empty());
     shuffle(&mut mxs);

@@ -3,22 +3,49 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 
-pub struct Client {
-    pub reader: BufReader<TcpStream>,
-    pub stream: TcpStream,
+use rustls::{ServerConfig, ServerConnection, StreamOwned};
+
+/// The server side of one connection, over plain TCP or (after [`Client::starttls`]) TLS.
+pub struct Client<S: Read + Write = TcpStream> {
+    pub reader: BufReader<S>,
     /// Everything the client sent, as read.
     pub transcript: Vec<u8>,
 }
 
-impl Client {
+pub type TlsClient = Client<StreamOwned<ServerConnection, TcpStream>>;
+
+impl Client<TcpStream> {
+    /// Switches to TLS with `config` (after the script has sent its 220).
+    pub fn starttls(self, config: Arc<ServerConfig>) -> TlsClient {
+        assert!(
+            self.reader.buffer().is_empty(),
+            "client sent bytes before the handshake"
+        );
+        let tcp = self.reader.into_inner();
+        let conn = ServerConnection::new(config).unwrap();
+        Client {
+            reader: BufReader::new(StreamOwned::new(conn, tcp)),
+            transcript: self.transcript,
+        }
+    }
+
+    /// Closes the socket now (both directions).
+    pub fn hang_up(&mut self) {
+        let _ = self.reader.get_ref().shutdown(std::net::Shutdown::Both);
+    }
+}
+
+impl<S: Read + Write> Client<S> {
     pub fn send(&mut self, s: &str) {
-        let _ = self.stream.write_all(s.as_bytes());
+        self.send_bytes(s.as_bytes());
     }
 
     pub fn send_bytes(&mut self, b: &[u8]) {
-        let _ = self.stream.write_all(b);
+        let w = self.reader.get_mut();
+        let _ = w.write_all(b).and_then(|()| w.flush());
     }
 
     /// One line from the client without CRLF; empty at EOF.
@@ -92,19 +119,29 @@ impl Scripted {
     where
         F: Fn(usize, &mut Client) + Send + 'static,
     {
+        Scripted::start_with(connections, move |i, mut c| {
+            script(i, &mut c);
+            c.transcript
+        })
+    }
+
+    /// Like [`Scripted::start`], for scripts that replace the connection (STARTTLS): the script
+    /// returns the transcript itself.
+    pub fn start_with<F>(connections: usize, script: F) -> Scripted
+    where
+        F: Fn(usize, Client) -> Vec<u8> + Send + 'static,
+    {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let handle = std::thread::spawn(move || {
             let mut transcripts = Vec::new();
             for i in 0..connections {
                 let (stream, _) = listener.accept().unwrap();
-                let mut c = Client {
-                    reader: BufReader::new(stream.try_clone().unwrap()),
-                    stream,
+                let c = Client {
+                    reader: BufReader::new(stream),
                     transcript: Vec::new(),
                 };
-                script(i, &mut c);
-                transcripts.push(c.transcript);
+                transcripts.push(script(i, c));
             }
             transcripts
         });

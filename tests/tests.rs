@@ -5,3 +5,4 @@ mod util;
 
 mod invocation;
 mod scripted;
+mod tls;

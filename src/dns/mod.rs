@@ -1,14 +1,12 @@
-//! A small synchronous DNS stub resolver: MX, A/AAAA and TLSA lookups sent to a recursive
-//! resolver.
+//! A small synchronous DNS stub resolver (MX, A/AAAA, TLSA) that asks a recursive resolver.
 //!
-//! Why our own stub rather than libc or hickory: DANE needs the AD bit of the upstream
-//! validating resolver's answer. libc hides it, and hickory-resolver neither sets DO/AD on plain
-//! lookups nor runs without tokio, which is too much for a process that makes a handful of
-//! queries and exits. This stub asks with RD=1, EDNS0 (1232 bytes, DO=1) and AD=1 (RFC 6840
-//! 5.7) and exposes AD; trust it only from a loopback or explicitly configured resolver. It is
-//! bounded (64 KiB messages, 8 CNAME hops, fixed tries and timeouts), never sends ANY (RFC 8482),
-//! retries over TCP on truncation (qmail's 512-byte limit broke large MX sets), matches ID,
-//! QR and question, and decodes with checked, panic-free code. It never writes to stdout/stderr.
+//! Why our own stub: DANE needs the AD bit of a validating upstream resolver's answer; libc hides
+//! it, and hickory-resolver neither sets DO/AD on plain lookups nor runs without tokio, too much
+//! for a process that makes a few queries and exits. We send RD=1, AD=1 (RFC 6840 5.7) and EDNS0
+//! (1232 bytes, DO=1) and expose AD (trust it only from a loopback or configured resolver). It is
+//! bounded (64 KiB messages, 8 CNAME hops, fixed tries), never sends ANY (RFC 8482), retries over
+//! TCP on truncation (qmail's 512-byte buffer broke large MX sets), checks ID, QR and question,
+//! decodes with panic-free checked code, and never writes to stdout or stderr.
 
 #![deny(
     clippy::indexing_slicing,

@@ -1,0 +1,216 @@
+//! STARTTLS against scripted peers (rustls servers with rcgen certificates): what Postfix
+//! cannot do on demand. The certificate matrix against real Postfix is in `tls_matrix.rs`.
+
+use std::sync::Arc;
+
+use rustls::ServerConfig;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+
+use crate::peer::Scripted;
+use crate::util::QmailHome;
+
+const MSG: &[u8] = b"Subject: tls\n\nsecret\n";
+
+fn server_config(tls12_only: bool) -> Arc<ServerConfig> {
+    let ck = rcgen::generate_simple_self_signed(vec!["scripted.qremote.test".to_string()]).unwrap();
+    let cert = CertificateDer::from(ck.cert.der().to_vec());
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(ck.signing_key.serialize_der()));
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let versions: &[&rustls::SupportedProtocolVersion] = if tls12_only {
+        &[&rustls::version::TLS12]
+    } else {
+        &[&rustls::version::TLS13, &rustls::version::TLS12]
+    };
+    let cfg = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(versions)
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert], key)
+        .unwrap();
+    Arc::new(cfg)
+}
+
+fn home_for(server: &Scripted, level: &str) -> QmailHome {
+    let home = QmailHome::new();
+    home.route("example.org", &server.relay());
+    home.control("timeoutremote", "3\n");
+    home.control("tlspolicy", &format!(":{level}\n"));
+    home
+}
+
+/// A plaintext delivery script after the greeting and EHLO.
+fn plain_tail(c: &mut crate::peer::Client) {
+    c.expect("MAIL");
+    c.send("250 ok\r\n");
+    c.expect("RCPT");
+    c.send("250 ok\r\n");
+    c.expect("DATA");
+    c.send("354 go\r\n");
+    c.data();
+    c.send("250 ok\r\n");
+    c.drain();
+}
+
+#[test]
+fn not_offered_by_level() {
+    let server = Scripted::start(3, |_, c| {
+        c.ehlo(&[]);
+        let l = c.line();
+        if l.starts_with("MAIL") {
+            c.send("250 ok\r\n");
+            plain_tail_after_mail(c);
+        } else {
+            assert!(l.starts_with("QUIT") || l.is_empty(), "{l}");
+        }
+    });
+    let may = home_for(&server, "may");
+    may.run("example.org", "a@b", &["x@example.org"], MSG)
+        .expect("rK", "TLS: none (STARTTLS not offered).");
+    for level in ["encrypt", "verify"] {
+        let home = home_for(&server, level);
+        home.run("example.org", "a@b", &["x@example.org"], MSG).expect(
+            "Z",
+            &format!("TLS is required, but 127.0.0.1 did not offer STARTTLS (level {level} from control/tlspolicy (default)). (#4.7.4)"),
+        );
+    }
+    server.finish();
+}
+
+fn plain_tail_after_mail(c: &mut crate::peer::Client) {
+    c.expect("RCPT");
+    c.send("250 ok\r\n");
+    c.expect("DATA");
+    c.send("354 go\r\n");
+    c.data();
+    c.send("250 ok\r\n");
+    c.drain();
+}
+
+#[test]
+fn starttls_454_continues_in_plaintext_only_at_may() {
+    let server = Scripted::start(2, |i, c| {
+        c.ehlo(&["STARTTLS"]);
+        c.expect("STARTTLS");
+        c.send("454 4.7.0 TLS not available\r\n");
+        if i == 0 {
+            plain_tail(c);
+        } else {
+            c.drain();
+        }
+    });
+    home_for(&server, "may")
+        .run("example.org", "a@b", &["x@example.org"], MSG)
+        .expect(
+            "rK",
+            "TLS: none (STARTTLS refused: 454 4.7.0 TLS not available).",
+        );
+    home_for(&server, "encrypt")
+        .run("example.org", "a@b", &["x@example.org"], MSG)
+        .expect("Z", "refused STARTTLS: 454 4.7.0 TLS not available");
+    server.finish();
+}
+
+#[test]
+fn handshake_abort_retries_plaintext_at_may_never_at_encrypt() {
+    // Connection 0: abort the handshake; 1: the plaintext retry; 2: abort under `encrypt`.
+    let server = Scripted::start(3, |i, c| {
+        if i == 1 {
+            c.ehlo(&["STARTTLS"]);
+            plain_tail(c);
+            return;
+        }
+        c.ehlo(&["STARTTLS"]);
+        c.expect("STARTTLS");
+        c.send("220 go ahead\r\n");
+        let mut hello = [0u8; 5];
+        let _ = std::io::Read::read(c.reader.get_mut(), &mut hello);
+        c.send_bytes(b"this is not TLS\r\n");
+        c.hang_up();
+    });
+    let out = home_for(&server, "may").run("example.org", "a@b", &["x@example.org"], MSG);
+    out.expect("rK", "TLS: none (TLS failed, retried in plaintext: ");
+    let out = home_for(&server, "encrypt").run("example.org", "a@b", &["x@example.org"], MSG);
+    out.expect("Z", "(#4.7.5)");
+    assert!(
+        out.last().text.starts_with("TLS with 127.0.0.1 failed: "),
+        "{}",
+        out.dump()
+    );
+    let transcripts = server.finish();
+    assert!(
+        !String::from_utf8_lossy(&transcripts[2]).contains("MAIL"),
+        "required TLS never ends in plaintext"
+    );
+}
+
+fn tls_delivery(tls12_only: bool, level: &'static str) -> (crate::util::Outcome, Vec<u8>) {
+    let cfg = server_config(tls12_only);
+    let server = Scripted::start_with(1, move |_, mut c| {
+        c.ehlo(&["STARTTLS", "PIPELINING"]);
+        c.expect("STARTTLS");
+        c.send("220 go ahead\r\n");
+        let mut t = c.starttls(cfg.clone());
+        t.expect("EHLO client.qremote.test");
+        t.send("250-scripted\r\n250 PIPELINING\r\n");
+        t.expect("MAIL");
+        t.expect("RCPT");
+        t.expect("DATA");
+        t.send("250 ok\r\n250 ok\r\n354 go\r\n");
+        let body = t.data();
+        t.send("250 2.0.0 queued over tls\r\n");
+        t.drain();
+        body
+    });
+    let out = home_for(&server, level).run("example.org", "a@b", &["x@example.org"], MSG);
+    let body = server.finish().remove(0);
+    (out, body)
+}
+
+#[test]
+fn may_delivers_over_tls_and_reports_unverified_ip_route() {
+    let (out, body) = tls_delivery(false, "may");
+    out.expect(
+        "rK",
+        "Remote host said: 250 2.0.0 queued over tls\nTLS: TLSv1.3 with TLS13_",
+    );
+    assert!(out.last().text.contains("unverified: "), "{}", out.dump());
+    assert_eq!(body, b"Subject: tls\r\n\r\nsecret\r\n.\r\n");
+}
+
+#[test]
+fn tls12_only_server_works() {
+    let (out, _) = tls_delivery(true, "encrypt");
+    out.expect("rK", "TLS: TLSv1.2 with TLS_ECDHE_");
+}
+
+#[test]
+fn verify_refuses_an_ip_route() {
+    let server = Scripted::start(1, |_, c| {
+        c.ehlo(&["STARTTLS"]);
+        c.expect("STARTTLS");
+        c.send("220 go ahead\r\n");
+        c.drain();
+    });
+    home_for(&server, "verify")
+        .run("example.org", "a@b", &["x@example.org"], MSG)
+        .expect(
+            "Z",
+            "TLS with 127.0.0.1 failed: an [ip] route has no host name to verify. (#4.7.5)",
+        );
+    server.finish();
+}
+
+#[test]
+fn none_never_sends_starttls() {
+    let server = Scripted::start(1, |_, c| {
+        c.ehlo(&["STARTTLS"]);
+        plain_tail(c);
+    });
+    home_for(&server, "none")
+        .run("example.org", "a@b", &["x@example.org"], MSG)
+        .expect(
+            "rK",
+            "TLS: none (TLS policy none from control/tlspolicy (default)).",
+        );
+    server.finish();
+}
