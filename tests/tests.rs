@@ -6,3 +6,4 @@ mod util;
 mod invocation;
 mod scripted;
 mod tls;
+mod tls_matrix;

@@ -213,10 +213,26 @@ impl Outcome {
     }
 }
 
-/// A value from the environment that scripts/test sets up; panics loudly when missing, so a
+/// A value from the environment that scripts/test sets up, or else from the env file that
+/// scripts/peers-up writes (`$QREMOTE_PEERS_DIR/env`, default `/tmp/qremote-peers/env`), so
+/// `cargo test -- --ignored` works after `scripts/peers-up`. Panics loudly when missing, so a
 /// test never passes without its server.
 pub fn peer_env(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| {
-        panic!("{name} is not set: run scripts/test, which starts the real peers this test needs")
-    })
+    if let Ok(v) = std::env::var(name) {
+        return v;
+    }
+    let dir = std::env::var("QREMOTE_PEERS_DIR").unwrap_or_else(|_| "/tmp/qremote-peers".into());
+    let file = Path::new(&dir).join("env");
+    let text = std::fs::read_to_string(&file).unwrap_or_default();
+    let value = text
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix('='));
+    match value {
+        Some(v) => v.to_string(),
+        None => panic!(
+            "{name} is not set and not in {}: run scripts/test (or scripts/peers-up), which starts \
+             the real peers this test needs",
+            file.display()
+        ),
+    }
 }
