@@ -347,7 +347,13 @@ fn mail_rcpt_data(d: &mut Dialogue, caps: &Caps) -> Result<Outcome, Failure> {
     let conn = &mut d.conn;
     let sent = d.job.msg.send(
         |block| conn.send(block),
-        || crate::CRITICAL.store(true, Ordering::SeqCst),
+        || {
+            crate::CRITICAL.store(true, Ordering::SeqCst);
+            #[cfg(feature = "fault-injection")]
+            if std::env::var_os("QREMOTE_PANIC_AT_DOT").is_some() {
+                panic!("fault injection at the final dot");
+            }
+        },
     );
     let after_dot = crate::CRITICAL.load(Ordering::SeqCst);
     match sent {

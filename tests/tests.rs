@@ -3,7 +3,11 @@
 mod peer;
 mod util;
 
+mod dns;
+#[cfg(feature = "fault-injection")]
+mod faults;
 mod invocation;
+mod postfix;
 mod scripted;
 mod tls;
 mod tls_matrix;

@@ -1,0 +1,279 @@
+//! The real binary resolving through real DNS: unbound on `$QREMOTE_DNS` (127.0.0.54), which
+//! asks nsd, authoritative for qremote.test and other.test (zones in `scripts/lib/dns.sh`).
+//! No smtproutes: the host argument is the test domain, and deliveries land in Postfix's
+//! maildirs as in `postfix.rs`.
+
+use std::io::{Seek, Write};
+use std::process::{Command, Stdio};
+
+use crate::postfix::{SENDER, assert_stored, delivered, unique};
+use crate::util::{BIN, QmailHome, peer_env};
+
+/// A qmail home whose control/nameservers names the test resolver.
+fn home() -> QmailHome {
+    let home = QmailHome::new();
+    home.nameserver(&peer_env("QREMOTE_DNS"));
+    home
+}
+
+/// Delivers to a fresh mailbox at `domain` (the qremote.test name `label`) and checks that
+/// it lands there; `ip` is the address that must have accepted it.
+fn delivers(label: &str, ip: &str) {
+    let domain = format!("{label}.qremote.test");
+    let local = unique(label);
+    let rcpt = format!("{local}@{domain}");
+    let msg = format!("Subject: via {domain}\n\nhello {label}\n");
+    let out = home().run(&domain, SENDER, &[&rcpt], msg.as_bytes());
+    out.expect("rK", &format!("{ip} accepted message."));
+    assert_stored(&delivered(&domain, &local), msg.as_bytes());
+}
+
+/// Runs the binary for `host` with one recipient there and expects a lone verdict.
+fn fails(host: &str, letter: &str, needle: &str) {
+    let rcpt = format!("{}@{host}", unique("nobody"));
+    let out = home().run(host, SENDER, &[&rcpt], b"Subject: x\n\nx\n");
+    out.expect(letter, needle);
+}
+
+/// `dig @resolver ARGS...`: the whole output. Fails loudly if dig is missing.
+fn dig(args: &[&str]) -> String {
+    let out = Command::new("dig")
+        .arg(format!("@{}", peer_env("QREMOTE_DNS")))
+        .args(["+time=2", "+tries=1"])
+        .args(args)
+        .output()
+        .expect("run dig (package dnsutils; scripts/test installs it)");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The `status:` and `ANSWER:` count of a dig reply.
+fn dig_status(output: &str) -> (String, usize) {
+    let field = |key: &str| {
+        let at = output
+            .find(key)
+            .unwrap_or_else(|| panic!("no {key} in dig output:\n{output}"));
+        output[at + key.len()..]
+            .trim_start()
+            .split([',', ' ', '\n'])
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    (field("status:"), field("ANSWER:").parse().unwrap())
+}
+
+#[test]
+#[ignore = "needs real peers: scripts/test"]
+fn simple_mx() {
+    delivers("simple", "127.0.0.20");
+}
+
+#[test]
+#[ignore = "needs real peers: scripts/test"]
+fn domain_is_a_cname_to_an_mx_domain() {
+    delivers("cname", "127.0.0.20");
+}
+
+#[test]
+#[ignore = "needs real peers: scripts/test"]
+fn cname_chain_across_zones() {
+    delivers("chain", "127.0.0.20");
+}
+
+#[test]
+#[ignore = "needs real peers: scripts/test"]
+fn mx_target_is_a_cname() {
+    delivers("mxcname", "127.0.0.20");
+}
+
+#[test]
+#[ignore = "needs real peers: scripts/test"]
+fn implicit_mx_from_a_record() {
+    delivers("implicit", "127.0.0.20");
+}
+
+#[test]
+#[ignore = "needs real peers: scripts/test"]
+fn implicit_mx_through_a_cname() {
+    delivers("implicitcname", "127.0.0.20");
+}
+
+#[test]
+#[ignore = "needs real peers: scripts/test"]
+fn mx_without_address_is_skipped_for_the_next() {
+    delivers("partial", "127.0.0.20");
+}
+
+#[test]
+#[ignore = "needs real peers: scripts/test"]
+fn dead_best_mx_falls_back_to_the_next() {
+    delivers("fallback", "127.0.0.20");
+}
+
+#[test]
+#[ignore = "needs real peers: scripts/test"]
+fn soft_failing_mx_target_does_not_stop_the_others() {
+    delivers("mixsoft", "127.0.0.20");
+}
+
+#[test]
+#[ignore = "needs real peers: scripts/test"]
+fn we_are_only_a_backup_mx() {
+    delivers("mebackup", "127.0.0.20");
+}
+
+#[test]
+#[ignore = "needs real peers: scripts/test"]
+fn mx_answer_over_512_bytes() {
+    // The case is what it claims: without EDNS the answer does not fit in UDP.
+    let plain = dig(&["+noedns", "+notcp", "+ignore", "bigmx.qremote.test", "MX"]);
+    assert!(plain.contains(" tc"), "not truncated:\n{plain}");
+    delivers("bigmx", "127.0.0.20");
+}
+
+#[test]
+#[ignore = "needs real peers: scripts/test"]
+fn forty_addresses_only_one_listening() {
+    let many = dig(&["+short", "many.qremote.test", "A"]);
+    assert_eq!(many.lines().count(), 40, "{many}");
+    delivers("bigaddr", "127.0.0.20");
+}
+
+#[test]
+#[ignore = "needs real peers: scripts/test"]
+fn ipv6_only_mx() {
+    delivers("ipv6only", "::1");
+}
+
+#[test]
+#[ignore = "needs real peers: scripts/test"]
+fn null_mx_bounces() {
+    fails("nullmx.qremote.test", "D", "(#5.1.10)");
+}
+
+#[test]
+#[ignore = "needs real peers: scripts/test"]
+fn nonexistent_domain_bounces() {
+    let (status, _) = dig_status(&dig(&["nosuch.qremote.test", "MX"]));
+    assert_eq!(status, "NXDOMAIN");
+    fails(
+        "nosuch.qremote.test",
+        "D",
+        "Sorry, I couldn't find any host named nosuch.qremote.test. (#5.1.2)",
+    );
+}
+
+#[test]
+#[ignore = "needs real peers: scripts/test"]
+fn mx_with_no_address_bounces() {
+    fails("noaddr.qremote.test", "D", "(#5.4.4)");
+}
+
+#[test]
+#[ignore = "needs real peers: scripts/test"]
+fn servfail_on_the_only_mx_target_defers() {
+    fails("softmx.qremote.test", "Z", "(#4.1.2)");
+}
+
+#[test]
+#[ignore = "needs real peers: scripts/test"]
+fn servfail_on_the_domain_defers() {
+    let (status, _) = dig_status(&dig(&["x.servfail.test", "MX"]));
+    assert_eq!(status, "SERVFAIL");
+    fails("x.servfail.test", "Z", "(#4.1.2)");
+}
+
+#[test]
+#[ignore = "needs real peers: scripts/test"]
+fn mx_pointing_at_me_bounces() {
+    fails("pointsme.qremote.test", "D", "(#5.4.6)");
+}
+
+#[test]
+#[ignore = "needs real peers: scripts/test"]
+fn me_as_best_mx_bounces_even_with_a_backup() {
+    // Nothing is strictly better than us, so the backup MX is not tried either.
+    fails("mefirst.qremote.test", "D", "(#5.4.6)");
+}
+
+#[test]
+#[ignore = "needs real peers: scripts/test"]
+fn resolver_refuses_any_queries() {
+    // Deliveries succeed against this resolver, which proves they never need type ANY.
+    let (status, answers) = dig_status(&dig(&["simple.qremote.test", "ANY"]));
+    assert_eq!(answers, 0, "ANY was answered (status {status})");
+    assert_ne!(status, "NOERROR", "ANY was answered normally");
+    let (status, answers) = dig_status(&dig(&["simple.qremote.test", "MX"]));
+    assert_eq!((status.as_str(), answers), ("NOERROR", 1));
+}
+
+#[test]
+#[ignore = "needs real peers: scripts/test"]
+fn dnscacheip_names_the_resolver() {
+    let domain = "simple.qremote.test";
+    let local = unique("dnscacheip");
+    let rcpt = format!("{local}@{domain}");
+    let msg = b"Subject: DNSCACHEIP\n\nhello\n";
+    let mut home = QmailHome::new();
+    home.env("DNSCACHEIP", &peer_env("QREMOTE_DNS"));
+    let out = home.run(domain, SENDER, &[&rcpt], msg);
+    out.expect("rK", "127.0.0.20 accepted message.");
+    assert_stored(&delivered(domain, &local), msg);
+}
+
+/// Without control/nameservers or DNSCACHEIP the program reads /etc/resolv.conf. To point
+/// that at the test resolver without touching the machine, the binary runs in a private mount
+/// namespace (root only) where a temporary file is bind-mounted over /etc/resolv.conf.
+#[test]
+#[ignore = "needs real peers: scripts/test"]
+fn etc_resolv_conf_names_the_resolver() {
+    let domain = "simple.qremote.test";
+    let local = unique("resolvconf");
+    let rcpt = format!("{local}@{domain}");
+    let msg = b"Subject: resolv.conf\n\nhello\n";
+    let home = QmailHome::new();
+
+    let mut resolv = tempfile::NamedTempFile::new().unwrap();
+    writeln!(resolv, "nameserver {}", peer_env("QREMOTE_DNS")).unwrap();
+    let mut stdin = tempfile::tempfile().unwrap();
+    stdin.write_all(msg).unwrap();
+    stdin.rewind().unwrap();
+
+    let out = Command::new("unshare")
+        .args([
+            "-m",
+            "sh",
+            "-c",
+            r#"mount --bind "$0" /etc/resolv.conf && exec "$@""#,
+        ])
+        .arg(resolv.path())
+        .args([BIN, domain, SENDER, &rcpt])
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin:/usr/sbin:/sbin")
+        .env("QMAILHOME", home.path())
+        .stdin(Stdio::from(stdin))
+        .output()
+        .expect("run unshare (util-linux)");
+    let dump = format!(
+        "status: {:?}\nstdout: {:?}\nstderr: {:?}\n(unshare -m needs root)",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(0), "{dump}");
+    assert!(out.stderr.is_empty(), "{dump}");
+    // Same shape that util::Outcome::expect("rK", ...) checks: "r" NUL "K..." NUL.
+    let reports: Vec<&[u8]> = out
+        .stdout
+        .strip_suffix(b"\0")
+        .unwrap_or_else(|| panic!("no final NUL\n{dump}"))
+        .split(|&b| b == 0)
+        .collect();
+    assert_eq!(reports.len(), 2, "{dump}");
+    assert_eq!(reports[0], b"r", "{dump}");
+    assert!(
+        reports[1].starts_with(b"K127.0.0.20 accepted message."),
+        "{dump}"
+    );
+    assert_stored(&delivered(domain, &local), msg);
+}
