@@ -82,7 +82,7 @@ fn deliver(args: Vec<OsString>, reporter: &mut Reporter) -> Result<Report, Failu
         msg: &mut msg,
         tls: &tls,
     };
-    let mut last: Option<Failure> = None;
+    let mut last: Option<(Failure, Option<String>)> = None;
     for peer in &peers {
         if tcpto::should_skip(peer.ip) {
             continue;
@@ -100,8 +100,8 @@ fn deliver(args: Vec<OsString>, reporter: &mut Reporter) -> Result<Report, Failu
                     }
                     return Ok(report);
                 }
-                Outcome::Next(f) => {
-                    last = Some(f);
+                Outcome::Next(f, tls_line) => {
+                    last = Some((f, tls_line));
                     break;
                 }
                 Outcome::RetryPlain(why) => {
@@ -110,5 +110,10 @@ fn deliver(args: Vec<OsString>, reporter: &mut Reporter) -> Result<Report, Failu
             }
         }
     }
-    Err(last.unwrap_or(Failure::NoConnection))
+    let (failure, tls_line) = last.unwrap_or((Failure::NoConnection, None));
+    let mut report = failure.report();
+    if let Some(line) = tls_line {
+        report.push_line(&line);
+    }
+    Ok(report)
 }

@@ -23,8 +23,9 @@ pub enum Outcome {
         rcpts: Vec<(RcptLetter, Vec<u8>)>,
         report: Report,
     },
-    /// Nothing was decided here: try the next address.
-    Next(Failure),
+    /// Nothing was decided here: try the next address. The string is the `TLS:` line for the
+    /// report, should this failure end up being the verdict.
+    Next(Failure, Option<String>),
     /// The TLS handshake failed at level `may`: retry this address without STARTTLS.
     RetryPlain(String),
 }
@@ -120,7 +121,18 @@ pub fn run(
     };
     match greet_and_negotiate(&mut d, policy, plain_because) {
         Ok((caps, note)) => transaction(d, caps, note),
-        Err(Step::Next(f)) => Outcome::Next(f),
+        Err(Step::Next(f)) => {
+            // A TLS failure's text says all there is to say about TLS.
+            let tls_failure = matches!(
+                f,
+                Failure::TlsFailed { .. }
+                    | Failure::TlsNotOffered { .. }
+                    | Failure::TlsInjection { .. }
+            );
+            let line = (!tls_failure)
+                .then(|| "TLS: none (the session ended before STARTTLS).".to_string());
+            Outcome::Next(f, line)
+        }
         Err(Step::RetryPlain(why)) => Outcome::RetryPlain(why),
     }
 }
@@ -214,20 +226,20 @@ fn greet_and_negotiate(
 }
 
 fn transaction(mut d: Dialogue, caps: Caps, note: TlsNote) -> Outcome {
-    let mut outcome = match mail_rcpt_data(&mut d, &caps) {
-        Ok(o) => o,
-        Err(f) => Outcome::Next(f),
-    };
-    // Decide first, then QUIT without waiting; a failed QUIT cannot change the verdict.
-    let _ = d.conn.send(b"QUIT\r\n");
     let line = match &note {
         TlsNote::Plain(why) => format!("TLS: none ({why})."),
         TlsNote::Tls(s) => s.to_string(),
     };
-    match &mut outcome {
-        Outcome::Done { report, .. } => report.push_line(&line),
-        Outcome::Next(_) | Outcome::RetryPlain(_) => {}
-    }
+    let outcome = match mail_rcpt_data(&mut d, &caps) {
+        Ok(Outcome::Done { rcpts, mut report }) => {
+            report.push_line(&line);
+            Outcome::Done { rcpts, report }
+        }
+        Ok(other) => other,
+        Err(f) => Outcome::Next(f, Some(line)),
+    };
+    // Decide first, then QUIT without waiting; a failed QUIT cannot change the verdict.
+    let _ = d.conn.send(b"QUIT\r\n");
     outcome
 }
 

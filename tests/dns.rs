@@ -139,10 +139,29 @@ fn forty_addresses_only_one_listening() {
     delivers("bigaddr", "127.0.0.20");
 }
 
+/// mx6 has only an AAAA record, ::1. That is an address of an interface that is up (lo), so
+/// it is "me", as 127.0.0.1 is: the answer is the loop bounce, not "no address" (#5.4.4),
+/// which shows that the AAAA record was looked up and compared with ipme.
 #[test]
 #[ignore = "needs real peers: scripts/test"]
-fn ipv6_only_mx() {
-    delivers("ipv6only", "::1");
+fn ipv6_only_mx_at_our_own_address_bounces() {
+    fails("ipv6only.qremote.test", "D", "(#5.4.6)");
+}
+
+/// An smtproutes relay given by name is resolved through DNS too (A and AAAA), and a relay
+/// skips the ipme check, so this reaches Postfix on ::1 through mx6's AAAA record.
+#[test]
+#[ignore = "needs real peers: scripts/test"]
+fn relay_by_name_with_only_an_aaaa_record() {
+    let domain = "relay6.qremote.test";
+    let local = unique("relay6");
+    let rcpt = format!("{local}@{domain}");
+    let msg = b"Subject: relay by name over IPv6\n\nhello\n";
+    let home = home();
+    home.route(domain, "mx6.qremote.test");
+    let out = home.run(domain, SENDER, &[&rcpt], msg);
+    out.expect("rK", "::1 accepted message.");
+    assert_stored(&delivered(domain, &local), msg);
 }
 
 #[test]

@@ -214,3 +214,100 @@ fn none_never_sends_starttls() {
         );
     server.finish();
 }
+
+#[test]
+fn qmail_tls_clientcert_is_presented() {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    use rustls::server::WebPkiClientVerifier;
+
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let client_key = KeyPair::generate().unwrap();
+    let client = CertificateParams::new(vec!["client.qremote.test".to_string()])
+        .unwrap()
+        .signed_by(&client_key, &ca)
+        .unwrap();
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.der().clone()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .build()
+        .unwrap();
+    let server_ck =
+        rcgen::generate_simple_self_signed(vec!["scripted.qremote.test".to_string()]).unwrap();
+    let cfg = Arc::new(
+        ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(
+                vec![CertificateDer::from(server_ck.cert.der().to_vec())],
+                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
+                    server_ck.signing_key.serialize_der(),
+                )),
+            )
+            .unwrap(),
+    );
+    let server = Scripted::start_with(1, move |_, mut c| {
+        c.ehlo(&["STARTTLS"]);
+        c.expect("STARTTLS");
+        c.send("220 go ahead\r\n");
+        let mut t = c.starttls(cfg.clone());
+        t.expect("EHLO");
+        let presented = t
+            .reader
+            .get_ref()
+            .conn
+            .peer_certificates()
+            .map(|c| c.len())
+            .unwrap_or(0);
+        assert_eq!(
+            presented, 1,
+            "the client certificate from control/clientcert.pem"
+        );
+        t.send("250 scripted\r\n");
+        t.expect("MAIL");
+        t.send("250 ok\r\n");
+        t.expect("RCPT");
+        t.send("250 ok\r\n");
+        t.expect("DATA");
+        t.send("354 go\r\n");
+        t.data();
+        t.send("250 ok\r\n");
+        t.drain();
+        t.transcript
+    });
+    let home = home_for(&server, "encrypt");
+    home.control(
+        "clientcert.pem",
+        &format!("{}{}", client.pem(), client_key.serialize_pem()),
+    );
+    home.run("example.org", "a@b", &["x@example.org"], MSG)
+        .expect("rK", "TLS: TLSv1.3");
+    server.finish();
+}
+
+#[test]
+fn failure_after_tls_still_reports_tls() {
+    let cfg = server_config(false);
+    let server = Scripted::start_with(1, move |_, mut c| {
+        c.ehlo(&["STARTTLS"]);
+        c.expect("STARTTLS");
+        c.send("220 go ahead\r\n");
+        let mut t = c.starttls(cfg.clone());
+        t.expect("EHLO");
+        t.send("250 scripted\r\n");
+        t.expect("MAIL");
+        t.send("451 4.3.0 later\r\n");
+        t.drain();
+        t.transcript
+    });
+    let out = home_for(&server, "encrypt").run("example.org", "a@b", &["x@example.org"], MSG);
+    out.expect(
+        "Z",
+        "sender was rejected.\nRemote host said: 451 4.3.0 later\nTLS: TLSv1.3 with ",
+    );
+    server.finish();
+}
