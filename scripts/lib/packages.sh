@@ -1,0 +1,51 @@
+# shellcheck shell=bash
+# Installs the Debian packages the real-peer tests need, only those that are missing.
+# Sourced after common.sh.
+
+# Debian package -> a file it installs that we need.
+QREMOTE_PACKAGES=(
+	"postfix:/usr/sbin/postfix"
+	"nsd:/usr/sbin/nsd"
+	"unbound:/usr/sbin/unbound"
+	"dnsutils:/usr/bin/dig"
+	"openssl:/usr/bin/openssl"
+	"ca-certificates:/usr/sbin/update-ca-certificates"
+)
+
+ensure_packages() {
+	local entry missing=()
+	for entry in "${QREMOTE_PACKAGES[@]}"; do
+		[ -x "${entry#*:}" ] || missing+=("${entry%%:*}")
+	done
+	if [ ${#missing[@]} -eq 0 ]; then
+		say "packages present: ${QREMOTE_PACKAGES[*]%%:*}"
+		return 0
+	fi
+	[ "$(id -u)" -eq 0 ] || die "missing packages (${missing[*]}): run as root so they can be installed"
+	say "installing: ${missing[*]}"
+
+	# Postfix must not configure or start a system instance (nothing may listen on
+	# 127.0.0.1:25), and nsd/unbound must not start with their stock configs (they would
+	# take port 53 on every address). policy-rc.d is Debian's switch for "do not start
+	# services from maintainer scripts"; install one for the duration if there is none.
+	echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
+	local policy=/usr/sbin/policy-rc.d made_policy=
+	if [ ! -e "$policy" ]; then
+		printf '#!/bin/sh\nexit 101\n' >"$policy"
+		chmod 755 "$policy"
+		made_policy=1
+	fi
+	local rc=0
+	export DEBIAN_FRONTEND=noninteractive
+	if ! apt-get update -qq; then
+		rc=1
+	elif ! apt-get install -y -qq --no-install-recommends "${missing[@]}"; then
+		rc=1
+	fi
+	[ -z "$made_policy" ] || rm -f "$policy"
+	[ $rc -eq 0 ] || die "apt-get failed to install: ${missing[*]}"
+
+	for entry in "${QREMOTE_PACKAGES[@]}"; do
+		[ -x "${entry#*:}" ] || die "package ${entry%%:*} installed but ${entry#*:} is missing"
+	done
+}
