@@ -296,3 +296,65 @@ fn etc_resolv_conf_names_the_resolver() {
     );
     assert_stored(&delivered(domain, &local), msg);
 }
+
+/// v6mx's only MX has only an AAAA record, fd77::25: local (a "local" route on lo) but on no
+/// interface, so not "me". Delivery goes over IPv6 through the whole MX path.
+#[test]
+#[ignore = "needs real peers: scripts/test"]
+fn ipv6_mx_path_delivers() {
+    delivers("v6mx", "fd77::25");
+}
+
+/// The best MX (a scripted server on 127.0.0.61:25) answers 421 at the greeting: RFC 5321
+/// wants the next MX tried, which stock qmail-remote does not do.
+#[test]
+#[ignore = "needs real peers: scripts/test"]
+fn greeting_421_moves_to_the_next_mx() {
+    let server = crate::peer::Scripted::start_on("127.0.0.61:25", 1, |_, c| {
+        c.send("421 4.3.2 too busy\r\n");
+        c.drain();
+    });
+    delivers("greet421", "127.0.0.20");
+    server.finish();
+}
+
+/// Required TLS: the best MX (notls) offers no STARTTLS, so the next MX is tried, and the
+/// message goes there verified; it never goes in plaintext.
+#[test]
+#[ignore = "needs real peers: scripts/test"]
+fn required_tls_moves_to_the_next_mx() {
+    let domain = "tlsfallback.qremote.test";
+    let local = unique("tlsfallback");
+    let msg = b"Subject: tls fallback\n\nhello\n";
+    let home = home();
+    home.control("tlspolicy", &format!("{domain}:verify\n"));
+    home.control(
+        "tlsca",
+        &std::fs::read_to_string(peer_env("QREMOTE_CA")).unwrap(),
+    );
+    let out = home.run(domain, SENDER, &[&format!("{local}@{domain}")], msg);
+    out.expect("rK", "127.0.0.20 accepted message.");
+    assert!(
+        out.last()
+            .text
+            .contains("verified as mx1.qremote.test by control/tlsca."),
+        "{}",
+        out.dump()
+    );
+    assert_stored(&delivered(domain, &local), msg);
+
+    // With only the TLS-less host left, the verdict is a deferral naming the reason.
+    let home2 = home_with_route();
+    let out = home2.run(domain, SENDER, &[&format!("{local}x@{domain}")], msg);
+    out.expect(
+        "Z",
+        "did not offer STARTTLS (level verify from control/tlspolicy (domain)). (#4.7.4)",
+    );
+}
+
+fn home_with_route() -> QmailHome {
+    let home = home();
+    home.route("tlsfallback.qremote.test", "notls.qremote.test");
+    home.control("tlspolicy", "tlsfallback.qremote.test:verify\n");
+    home
+}

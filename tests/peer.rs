@@ -131,7 +131,29 @@ impl Scripted {
     where
         F: Fn(usize, Client) -> Vec<u8> + Send + 'static,
     {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        Scripted::serve(
+            TcpListener::bind("127.0.0.1:0").unwrap(),
+            connections,
+            script,
+        )
+    }
+
+    /// Like [`Scripted::start`] on a fixed address (port 25 of a 127.0.0.x that DNS names).
+    pub fn start_on<F>(addr: &str, connections: usize, script: F) -> Scripted
+    where
+        F: Fn(usize, &mut Client) + Send + 'static,
+    {
+        let listener = TcpListener::bind(addr).unwrap_or_else(|e| panic!("bind {addr}: {e}"));
+        Scripted::serve(listener, connections, move |i, mut c| {
+            script(i, &mut c);
+            c.transcript
+        })
+    }
+
+    fn serve<F>(listener: TcpListener, connections: usize, script: F) -> Scripted
+    where
+        F: Fn(usize, Client) -> Vec<u8> + Send + 'static,
+    {
         let addr = listener.local_addr().unwrap();
         let handle = std::thread::spawn(move || {
             let mut transcripts = Vec::new();

@@ -15,6 +15,8 @@ ns              A     127.0.0.53
 ; Hosts: one Postfix listener each (scripts/lib/postfix.sh).
 mx1             A     127.0.0.20
 mx6             AAAA  ::1
+anyip6          AAAA  fd77::25
+scripted421     A     127.0.0.61
 notls           A     127.0.0.21
 expired         A     127.0.0.22
 future          A     127.0.0.23
@@ -51,6 +53,11 @@ mefirst         MX    20 mx1
 mebackup        MX    10 mx1
 mebackup        MX    20 me
 ipv6only        MX    10 mx6
+v6mx            MX    10 anyip6
+greet421        MX    10 scripted421
+greet421        MX    20 mx1
+tlsfallback     MX    10 notls
+tlsfallback     MX    20 mx1
 bigaddr         MX    10 many
 many            A     127.0.0.20
 Z

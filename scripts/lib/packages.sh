@@ -10,6 +10,7 @@ QREMOTE_PACKAGES=(
 	"dnsutils:/usr/bin/dig"
 	"openssl:/usr/bin/openssl"
 	"ca-certificates:/usr/sbin/update-ca-certificates"
+	"iproute2:/usr/sbin/ip"
 )
 
 ensure_packages() {

@@ -9,6 +9,7 @@
 QREMOTE_SMTP_LISTENERS=(
 	"127.0.0.20 mx1"
 	"[::1] mx1"
+	"[fd77::25] mx1"
 	"127.0.0.21 notls -o smtpd_tls_security_level=none -o message_size_limit=100000 -o smtputf8_enable=no"
 	"127.0.0.22 expired"
 	"127.0.0.23 future"
@@ -148,8 +149,18 @@ postfix_pf() { postfix -c "$QREMOTE_PEERS_DIR/postfix/etc" "$@"; }
 
 postfix_running() { postfix_pf status >/dev/null 2>&1; }
 
+# An IPv6 address that is local but on no interface (a "local" route, as 127.0.0.2 is for
+# IPv4): ::1 is an interface address and so "me" for the MX loop check, fd77::25 is not.
+_postfix_anyip6() {
+	ip -6 route replace local fd77::/64 dev lo ||
+		die "cannot add the local route fd77::/64 (needs root and iproute2)"
+	sysctl -q -w net.ipv6.ip_nonlocal_bind=1 >/dev/null ||
+		die "cannot set net.ipv6.ip_nonlocal_bind=1 (needed to listen on fd77::25)"
+}
+
 postfix_up() {
 	local d=$QREMOTE_PEERS_DIR etc=$QREMOTE_PEERS_DIR/postfix/etc
+	_postfix_anyip6
 	id postfix >/dev/null 2>&1 || die "user postfix missing: is the postfix package installed?"
 	mkdir -p "$etc.new" "$d/postfix/spool" "$d/postfix/data" "$d/maildirs"
 	_postfix_main_cf "$d" >"$etc.new/main.cf"
