@@ -100,6 +100,26 @@ impl<S: Read + Write> Client<S> {
         self.send(&reply);
     }
 
+    /// Accepts MAIL, one RCPT and DATA lock-step, reads and accepts the body, then waits for
+    /// the client to hang up. Returns the body as sent (dot-stuffed, with the final dot).
+    pub fn accept_mail(&mut self) -> Vec<u8> {
+        self.expect("MAIL");
+        self.accept_rcpt_data()
+    }
+
+    /// [`Client::accept_mail`] after the MAIL command has been read and answered.
+    pub fn accept_rcpt_data(&mut self) -> Vec<u8> {
+        self.send("250 ok\r\n");
+        self.expect("RCPT");
+        self.send("250 ok\r\n");
+        self.expect("DATA");
+        self.send("354 go\r\n");
+        let body = self.data();
+        self.send("250 ok\r\n");
+        self.drain();
+        body
+    }
+
     /// Waits until the client closes the connection (reads and records the rest).
     pub fn drain(&mut self) {
         let mut rest = Vec::new();

@@ -4,6 +4,7 @@ mod peer;
 mod util;
 
 mod dns;
+mod docs;
 #[cfg(feature = "fault-injection")]
 mod faults;
 mod invocation;

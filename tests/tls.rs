@@ -38,27 +38,13 @@ fn home_for(server: &Scripted, level: &str) -> QmailHome {
     home
 }
 
-/// A plaintext delivery script after the greeting and EHLO.
-fn plain_tail(c: &mut crate::peer::Client) {
-    c.expect("MAIL");
-    c.send("250 ok\r\n");
-    c.expect("RCPT");
-    c.send("250 ok\r\n");
-    c.expect("DATA");
-    c.send("354 go\r\n");
-    c.data();
-    c.send("250 ok\r\n");
-    c.drain();
-}
-
 #[test]
 fn not_offered_by_level() {
     let server = Scripted::start(3, |_, c| {
         c.ehlo(&[]);
         let l = c.line();
         if l.starts_with("MAIL") {
-            c.send("250 ok\r\n");
-            plain_tail_after_mail(c);
+            c.accept_rcpt_data();
         } else {
             assert!(l.starts_with("QUIT") || l.is_empty(), "{l}");
         }
@@ -76,16 +62,6 @@ fn not_offered_by_level() {
     server.finish();
 }
 
-fn plain_tail_after_mail(c: &mut crate::peer::Client) {
-    c.expect("RCPT");
-    c.send("250 ok\r\n");
-    c.expect("DATA");
-    c.send("354 go\r\n");
-    c.data();
-    c.send("250 ok\r\n");
-    c.drain();
-}
-
 #[test]
 fn starttls_454_continues_in_plaintext_only_at_may() {
     let server = Scripted::start(2, |i, c| {
@@ -93,7 +69,7 @@ fn starttls_454_continues_in_plaintext_only_at_may() {
         c.expect("STARTTLS");
         c.send("454 4.7.0 TLS not available\r\n");
         if i == 0 {
-            plain_tail(c);
+            c.accept_mail();
         } else {
             c.drain();
         }
@@ -116,7 +92,7 @@ fn handshake_abort_retries_plaintext_at_may_never_at_encrypt() {
     let server = Scripted::start(3, |i, c| {
         if i == 1 {
             c.ehlo(&["STARTTLS"]);
-            plain_tail(c);
+            c.accept_mail();
             return;
         }
         c.ehlo(&["STARTTLS"]);
@@ -204,7 +180,7 @@ fn verify_refuses_an_ip_route() {
 fn none_never_sends_starttls() {
     let server = Scripted::start(1, |_, c| {
         c.ehlo(&["STARTTLS"]);
-        plain_tail(c);
+        c.accept_mail();
     });
     home_for(&server, "none")
         .run("example.org", "a@b", &["x@example.org"], MSG)
