@@ -4,6 +4,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, TcpStream};
+use std::time::{Duration, Instant};
 
 use rustls::{ClientConnection, StreamOwned};
 
@@ -24,6 +25,14 @@ impl Stream {
             Stream::Plain(s) => s.read(buf),
             Stream::Tls(s) => s.read(buf),
             Stream::Closed => Err(io::ErrorKind::NotConnected.into()),
+        }
+    }
+
+    fn socket(&self) -> Option<&TcpStream> {
+        match self {
+            Stream::Plain(s) => Some(s),
+            Stream::Tls(s) => Some(&s.sock),
+            Stream::Closed => None,
         }
     }
 
@@ -91,10 +100,20 @@ impl Conn {
         self.stream.write_all(data)
     }
 
-    fn fill(&mut self) -> Result<(), ReadError> {
+    fn fill(&mut self, deadline: Instant) -> Result<(), ReadError> {
         self.pos = 0;
         self.len = 0;
         loop {
+            // The whole reply must arrive by the deadline, not each read: a peer dribbling one
+            // byte per timeout cannot hold the delivery for hours.
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(ReadError::Died);
+            }
+            let socket = self.stream.socket().ok_or(ReadError::Died)?;
+            socket
+                .set_read_timeout(Some(left))
+                .map_err(|_| ReadError::Died)?;
             match self.stream.read(&mut self.buf) {
                 Ok(0) => return Err(ReadError::Died),
                 Ok(n) => {
@@ -109,12 +128,17 @@ impl Conn {
 
     /// Reads one line into `line` (at most the buffer size is kept; the rest of an over-long
     /// line is read and counted, then dropped). Returns the bytes consumed.
-    fn read_line(&mut self, line: &mut Vec<u8>, budget: usize) -> Result<usize, ReadError> {
+    fn read_line(
+        &mut self,
+        line: &mut Vec<u8>,
+        budget: usize,
+        deadline: Instant,
+    ) -> Result<usize, ReadError> {
         line.clear();
         let mut consumed = 0usize;
         loop {
             if self.pos >= self.len {
-                self.fill()?;
+                self.fill(deadline)?;
             }
             let avail = self.buf.get(self.pos..self.len).unwrap_or_default();
             let (take, done) = match memchr::memchr(b'\n', avail) {
@@ -134,13 +158,14 @@ impl Conn {
         }
     }
 
-    /// Reads one complete (possibly multi-line) reply.
-    pub fn read_reply(&mut self) -> Result<Reply, ReadError> {
+    /// Reads one complete (possibly multi-line) reply, which must be complete within `limit`.
+    pub fn read_reply(&mut self, limit: Duration) -> Result<Reply, ReadError> {
+        let deadline = Instant::now() + limit;
         let mut builder = ReplyBuilder::default();
         let mut line = Vec::with_capacity(128);
         let mut budget = MAX_BYTES;
         loop {
-            budget -= self.read_line(&mut line, budget)?.min(budget);
+            budget -= self.read_line(&mut line, budget, deadline)?.min(budget);
             if let Some(reply) = builder.push_line(&line).map_err(ReadError::Bad)? {
                 return Ok(reply);
             }

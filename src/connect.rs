@@ -3,6 +3,7 @@
 
 use std::io;
 use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::time::Duration;
 
 use socket2::{Domain, Socket, Type};
 
@@ -27,6 +28,7 @@ fn try_connect(cfg: &Config, ip: IpAddr, port: u16) -> io::Result<TcpStream> {
     socket.set_tcp_nodelay(true)?;
     let stream: TcpStream = socket.into();
     stream.set_read_timeout(Some(cfg.timeout_remote))?;
-    stream.set_write_timeout(Some(cfg.timeout_remote))?;
+    // RFC 5321 4.5.3.2: three minutes for each block of data.
+    stream.set_write_timeout(Some(cfg.timeout_remote.min(Duration::from_secs(180))))?;
     Ok(stream)
 }

@@ -4,6 +4,7 @@
 
 use std::net::TcpStream;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use crate::args::Envelope;
 use crate::conn::{Conn, ReadError, Stream, Upgrade};
@@ -15,6 +16,15 @@ use crate::reply::Reply;
 use crate::report::{Letter, RcptLetter, Report};
 use crate::route::Peer;
 use crate::tls::{Level, Policy, Tls};
+
+/// RFC 5321 4.5.3.2 reply timeouts, each further capped by `control/timeoutremote`.
+fn stage_timeout(stage: Stage) -> Duration {
+    Duration::from_secs(match stage {
+        Stage::Greeting | Stage::Helo | Stage::StartTls | Stage::Mail => 300,
+        Stage::Data => 120,
+        Stage::AfterDot => 600,
+    })
+}
 
 /// How a connection ended.
 pub enum Outcome {
@@ -60,7 +70,8 @@ fn died(conn: &Conn, after_dot: bool) -> Failure {
 impl Dialogue<'_, '_> {
     fn read(&mut self, stage: Stage) -> Result<Reply, Failure> {
         let after_dot = stage == Stage::AfterDot;
-        self.conn.read_reply().map_err(|e| match e {
+        let limit = stage_timeout(stage).min(self.job.cfg.timeout_remote);
+        self.conn.read_reply(limit).map_err(|e| match e {
             ReadError::Died => died(&self.conn, after_dot),
             ReadError::Bad(what) => Failure::BadReply {
                 ip: self.conn.ip,
@@ -204,7 +215,11 @@ fn greet_and_negotiate(
     }
     let tls = d.job.tls;
     let mut session = None;
+    let handshake_time = stage_timeout(Stage::StartTls).min(d.job.cfg.timeout_remote);
     let upgraded = d.conn.upgrade(|tcp| {
+        // The last reply's deadline is still set on the socket; the handshake gets its own.
+        tcp.set_read_timeout(Some(handshake_time))
+            .map_err(|e| e.to_string())?;
         tls.handshake(tcp, d.peer, policy).map(|(stream, s)| {
             session = Some(s);
             stream

@@ -409,3 +409,26 @@ fn tcpto_skips_recent_timeouts_and_clears_on_success() {
         "count reset after a non-timeout connect result"
     );
 }
+
+#[test]
+fn a_reply_dribbled_byte_by_byte_still_times_out() {
+    let server = Scripted::start(1, |_, c| {
+        // Each byte comes well within timeoutremote, the whole greeting never does.
+        for b in "220 slow".bytes().cycle().take(40) {
+            c.send_bytes(&[b]);
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        c.drain();
+    });
+    let home = home_for(&server);
+    home.control("timeoutremote", "1\n");
+    let started = std::time::Instant::now();
+    home.run("example.org", "a@b", &["x@example.org"], MSG)
+        .expect("Z", "connection died. (#4.4.2)");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    server.finish();
+}
