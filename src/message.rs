@@ -2,7 +2,7 @@
 //! unlinked temporary file first, so every path below can rewind and memory stays constant.
 
 use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, BufRead, BufReader, Seek, SeekFrom, Write};
 use std::os::fd::AsFd;
 
 use crate::encode::{Encoder, Scan, scan};
@@ -29,7 +29,7 @@ impl Message {
         }
         file.seek(SeekFrom::Start(0))
             .map_err(|_| Failure::ReadMessage)?;
-        let scan = scan(&mut file).map_err(|_| Failure::ReadMessage)?;
+        let scan = scan(&file).map_err(|_| Failure::ReadMessage)?;
         Ok(Message { file, scan })
     }
 
@@ -43,21 +43,23 @@ impl Message {
         self.file
             .seek(SeekFrom::Start(0))
             .map_err(|_| SendError::Read)?;
-        let mut input = vec![0u8; BLOCK];
+        let mut input = BufReader::with_capacity(BLOCK, &self.file);
         let mut out = Vec::with_capacity(BLOCK * 2 + 8);
         let mut enc = Encoder::default();
         loop {
-            let n = match self.file.read(&mut input) {
-                Ok(n) => n,
+            let chunk = match input.fill_buf() {
+                Ok(c) => c,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(_) => return Err(SendError::Read),
             };
-            if n == 0 {
+            if chunk.is_empty() {
                 enc.finish(&mut out);
                 last();
                 return sink(&out).map_err(|_| SendError::Write);
             }
-            enc.encode(input.get(..n).unwrap_or_default(), &mut out);
+            enc.encode(chunk, &mut out);
+            let n = chunk.len();
+            input.consume(n);
             if out.len() >= BLOCK {
                 sink(&out).map_err(|_| SendError::Write)?;
                 out.clear();
