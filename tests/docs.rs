@@ -501,6 +501,11 @@ fn session_and_panic_reports_are_in_the_man_page() {
             "TLS: none (why).",
         ),
         (
+            "src/session.rs",
+            "\"TLS: none (the session ended before STARTTLS).\"",
+            "the session ended before STARTTLS",
+        ),
+        (
             "src/lib.rs",
             "\"qmail-remote internal error.{dup}\"",
             "qmail-remote internal error. (#4.3.0)",
