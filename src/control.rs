@@ -235,8 +235,8 @@ fn read_addr_pref() -> Result<AddrPref, Failure> {
 }
 
 impl Config {
-    /// Reads every control file qmail-remote needs for the delivery itself. TLS files are read
-    /// later, and only if a connection gets that far.
+    /// Reads every control file qmail-remote needs before routing. TLS files are read later
+    /// (`tlspolicy` after routing, the rest only when a connection reaches STARTTLS).
     pub fn load() -> Result<Config, Failure> {
         let me = read_line("me")?;
         let helohost = match read_line("helohost")? {

@@ -344,14 +344,14 @@ mod tests {
     fn d_only_from_closed_list_or_5xx() {
         for f in examples() {
             let r = f.report();
-            if r.letter == Letter::D {
+            if r.letter() == Letter::D {
                 let remote = matches!(&f, Failure::Rejected { reply, .. } if reply.code >= 500);
                 assert!(f.is_permanent_local() || remote, "{f:?} gave D");
             }
-            assert!(!r.text.contains(&0), "{f:?}");
-            let t = String::from_utf8_lossy(&r.text);
+            assert!(!r.text().contains(&0), "{f:?}");
+            let t = String::from_utf8_lossy(r.text());
             if t.contains("(#") {
-                let class = if r.letter == Letter::D {
+                let class = if r.letter() == Letter::D {
                     "(#5."
                 } else {
                     "(#4."
@@ -370,7 +370,7 @@ mod tests {
                 after_dot: true
             }
             .report()
-            .text,
+            .text(),
             b"Connected to 192.0.2.7 but connection died. Possible duplicate! (#4.4.2)\n"
         );
         let reply = Reply::parse_for_test(b"451-a\r\n451 b\r\n");
@@ -380,9 +380,9 @@ mod tests {
             reply,
         }
         .report();
-        assert_eq!(r.letter, Letter::Z);
+        assert_eq!(r.letter(), Letter::Z);
         assert_eq!(
-            r.text,
+            r.text(),
             b"192.0.2.7 failed after I sent the message.\nRemote host said: 451-a\n451 b\n"
         );
     }

@@ -91,6 +91,10 @@ fn deliver(args: Vec<OsString>, reporter: &mut Reporter) -> Result<Report, Failu
         let mut plain_because = None;
         loop {
             let Ok(tcp) = connect::connect(&cfg, peer.ip, peer.port) else {
+                if let Some(why) = plain_because.take() {
+                    // The plaintext retry could not connect: keep the TLS reason.
+                    last = Some((Failure::TlsFailed { ip: peer.ip, why }, None));
+                }
                 break;
             };
             match session::run(&mut job, peer, tcp, &policy, plain_because.take()) {

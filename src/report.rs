@@ -43,11 +43,27 @@ pub enum RcptLetter {
 /// A finished message report: letter and text, unsanitised.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Report {
-    pub letter: Letter,
-    pub text: Vec<u8>,
+    letter: Letter,
+    text: Vec<u8>,
 }
 
 impl Report {
+    pub fn letter(&self) -> Letter {
+        self.letter
+    }
+
+    pub fn text(&self) -> &[u8] {
+        &self.text
+    }
+
+    /// `K`: the server took the message.
+    pub(crate) fn accepted(text: Vec<u8>) -> Report {
+        Report {
+            letter: Letter::K,
+            text,
+        }
+    }
+
     /// A temporary failure with qmail's ` (#4.s.d)` suffix.
     pub fn temp(esc: Esc, sentence: &str) -> Report {
         Report {

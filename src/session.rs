@@ -13,7 +13,7 @@ use crate::ehlo::Caps;
 use crate::failure::{Failure, Stage};
 use crate::message::{Message, SendError};
 use crate::reply::Reply;
-use crate::report::{Letter, RcptLetter, Report};
+use crate::report::{RcptLetter, Report};
 use crate::route::Peer;
 use crate::tls::{Level, Policy, Tls};
 
@@ -58,6 +58,8 @@ struct Dialogue<'j, 'a> {
     job: &'j mut Job<'a>,
     conn: Conn,
     peer: &'j Peer,
+    /// The `TLS:` line once TLS is up, for a failure after that.
+    tls_line: Option<String>,
 }
 
 fn died(conn: &Conn, after_dot: bool) -> Failure {
@@ -129,10 +131,15 @@ pub fn run(
         job,
         conn: Conn::new(Stream::Plain(tcp), peer.ip),
         peer,
+        tls_line: None,
     };
     match greet_and_negotiate(&mut d, policy, plain_because) {
         Ok((caps, note)) => transaction(d, caps, note),
         Err(Step::Next(f)) => {
+            if matches!(f, Failure::Rejected { .. }) {
+                // The peer is still talking SMTP: say goodbye, as qmail does.
+                let _ = d.conn.send(b"QUIT\r\n");
+            }
             // A TLS failure's text says all there is to say about TLS.
             let tls_failure = matches!(
                 f,
@@ -140,8 +147,9 @@ pub fn run(
                     | Failure::TlsNotOffered { .. }
                     | Failure::TlsInjection { .. }
             );
-            let line = (!tls_failure)
-                .then(|| "TLS: none (the session ended before STARTTLS).".to_string());
+            let line = d.tls_line.take().or_else(|| {
+                (!tls_failure).then(|| "TLS: none (the session ended before STARTTLS).".to_string())
+            });
             Outcome::Next(f, line)
         }
         Err(Step::RetryPlain(why)) => Outcome::RetryPlain(why),
@@ -159,22 +167,28 @@ impl From<Failure> for Step {
     }
 }
 
+/// Port 465 (`smtproutes relay:465`) is SMTPS: TLS from the first byte, as in qmail-tls.
+const SMTPS_PORT: u16 = 465;
+
 fn greet_and_negotiate(
     d: &mut Dialogue,
     policy: &Policy,
     plain_because: Option<String>,
 ) -> Result<(Caps, TlsNote), Step> {
-    let greeting = d.read(Stage::Greeting)?;
-    if greeting.code != 220 {
-        return Err(Failure::Rejected {
-            ip: d.conn.ip,
-            stage: Stage::Greeting,
-            reply: greeting,
-        }
-        .into());
-    }
-    let caps = d.hello()?;
     let ip = d.conn.ip;
+    if d.peer.port == SMTPS_PORT {
+        // No plaintext exists on this port, whatever the level says.
+        let implicit = Policy {
+            level: policy.level.max(Level::Encrypt),
+            ..policy.clone()
+        };
+        let session = upgrade(d, &implicit)?;
+        greet(d)?;
+        let caps = d.hello()?;
+        return Ok((caps, TlsNote::Tls(session)));
+    }
+    greet(d)?;
+    let caps = d.hello()?;
     if let Some(why) = plain_because {
         return Ok((caps, TlsNote::Plain(why)));
     }
@@ -197,10 +211,10 @@ fn greet_and_negotiate(
     }
     let reply = d.command(b"STARTTLS\r\n", Stage::StartTls)?;
     if reply.code != 220 {
+        let said = String::from_utf8_lossy(&reply.text)
+            .trim_end()
+            .replace('\n', " ");
         if policy.level.required() {
-            let said = String::from_utf8_lossy(&reply.text)
-                .trim_end()
-                .replace('\n', " ");
             let why = format!(
                 "refused STARTTLS: {said} (level {} from {})",
                 policy.level.name(),
@@ -208,28 +222,48 @@ fn greet_and_negotiate(
             );
             return Err(Failure::TlsNotOffered { ip, why }.into());
         }
-        let said = String::from_utf8_lossy(&reply.text)
-            .trim_end()
-            .replace('\n', " ");
         return Ok((caps, TlsNote::Plain(format!("STARTTLS refused: {said}"))));
     }
+    let session = upgrade(d, policy)?;
+    // Forget everything learned before TLS (RFC 3207 4.2).
+    let caps = d.hello()?;
+    Ok((caps, TlsNote::Tls(session)))
+}
+
+fn greet(d: &mut Dialogue) -> Result<(), Failure> {
+    let greeting = d.read(Stage::Greeting)?;
+    if greeting.code != 220 {
+        return Err(Failure::Rejected {
+            ip: d.conn.ip,
+            stage: Stage::Greeting,
+            reply: greeting,
+        });
+    }
+    Ok(())
+}
+
+/// Switches the connection to TLS. Refuses bytes buffered past the last reply (injection).
+/// A failed handshake is final for this address when the level requires TLS, and a plaintext
+/// retry on a new connection otherwise.
+fn upgrade(d: &mut Dialogue, policy: &Policy) -> Result<crate::tls::Session, Step> {
+    let ip = d.conn.ip;
     let tls = d.job.tls;
+    let peer = d.peer;
     let mut session = None;
     let handshake_time = stage_timeout(Stage::StartTls).min(d.job.cfg.timeout_remote);
     let upgraded = d.conn.upgrade(|tcp| {
         // The last reply's deadline is still set on the socket; the handshake gets its own.
         tcp.set_read_timeout(Some(handshake_time))
             .map_err(|e| e.to_string())?;
-        tls.handshake(tcp, d.peer, policy).map(|(stream, s)| {
+        tls.handshake(tcp, peer, policy).map(|(stream, s)| {
             session = Some(s);
             stream
         })
     });
     match (upgraded, session) {
         (Ok(()), Some(session)) => {
-            // Forget everything learned before TLS (RFC 3207 4.2).
-            let caps = d.hello()?;
-            Ok((caps, TlsNote::Tls(session)))
+            d.tls_line = Some(session.to_string());
+            Ok(session)
         }
         (Ok(()), None) => Err(Failure::Internal("TLS session without parameters").into()),
         (Err(Upgrade::Injected), _) => Err(Failure::TlsInjection { ip }.into()),
@@ -270,10 +304,11 @@ fn mail_rcpt_data(d: &mut Dialogue, caps: &Caps) -> Result<Outcome, Failure> {
         })
     };
     if env.utf8 && !caps.smtputf8 {
-        return final_failure(Failure::NoSmtpUtf8 { ip });
+        // Another MX may have it: move on, and bounce only if none does.
+        return Err(Failure::NoSmtpUtf8 { ip });
     }
     if let Some(limit) = caps.size.filter(|&l| l > 0 && scan.size > l) {
-        return final_failure(Failure::TooBig {
+        return Err(Failure::TooBig {
             ip,
             size: scan.size,
             limit,
@@ -398,7 +433,7 @@ fn mail_rcpt_data(d: &mut Dialogue, caps: &Caps) -> Result<Outcome, Failure> {
         reply.append_said(&mut text);
         return Ok(Outcome::Done {
             rcpts,
-            report: Report::raw_ok(text),
+            report: Report::accepted(text),
         });
     }
     done(
@@ -420,13 +455,4 @@ fn rcpt_result(ip: std::net::IpAddr, reply: &Reply) -> (RcptLetter, Vec<u8>) {
     let mut text = format!("{ip} does not like recipient.\n").into_bytes();
     reply.append_said(&mut text);
     (letter, text)
-}
-
-impl Report {
-    fn raw_ok(text: Vec<u8>) -> Report {
-        Report {
-            letter: Letter::K,
-            text,
-        }
-    }
 }

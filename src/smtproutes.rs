@@ -63,6 +63,11 @@ fn parse_value(value: &[u8]) -> Result<Route, &'static str> {
     if value.is_empty() {
         return Ok(Route::Mx);
     }
+    // sagredo-style `relay:port|user|password`: refuse it rather than treat the password as
+    // part of a host name that then shows up in bounces and logs.
+    if value.contains(&b'|') {
+        return Err("SMTP AUTH credentials (|user|password) are not supported");
+    }
     let (host, rest) = if value.starts_with(b"[") {
         let close = value.iter().position(|&b| b == b']').ok_or("unclosed [")?;
         value.split_at(close + 1)
@@ -132,6 +137,7 @@ mod tests {
             b"# x\na.org:relay:0\n",
             b"# x\na.org:relay:x\n",
             b"# x\na:[1.2.3.4\n",
+            b"# x\na:relay|user|secret\n",
         ] {
             match Routes::parse(bad) {
                 Err(Failure::ControlSyntax {

@@ -2,8 +2,8 @@
 //! the rustls handshake with a verifier that always checks the chain and the host name, and
 //! records the result, so `may` can report "unverified: why" and `verify` can refuse.
 //!
-//! The policy is decided per peer before the handshake ([`Policy::for_peer`]); DANE and MTA-STS
-//! will plug in there as further sources of a level and of trust anchors.
+//! The policy is decided per peer before connecting ([`Tls::policy`]); DANE and MTA-STS will
+//! plug in there as further sources of a level and of trust anchors.
 
 use std::fmt;
 use std::net::TcpStream;
@@ -124,8 +124,8 @@ impl Table {
     }
 }
 
-/// Loaded once per process, on first use: nothing TLS-related is read for a delivery that
-/// never reaches STARTTLS.
+/// Loaded once per process, after routing: `control/tlspolicy` only. The qmail-tls files, CA
+/// files and the client certificate are read when a connection gets to STARTTLS.
 pub struct Tls {
     table: Table,
     provider: Arc<CryptoProvider>,

@@ -259,7 +259,7 @@ fn stage_phrase(stage: Stage) -> String {
         after_dot: false,
         what: "what",
     };
-    let text = String::from_utf8(f.report().text).unwrap();
+    let text = String::from_utf8(f.report().text().to_vec()).unwrap();
     let phrase = text
         .split_once(" but the reply ")
         .and_then(|(_, rest)| rest.split_once(" was not SMTP"))
@@ -379,7 +379,7 @@ fn examples() -> Vec<(Failure, Vec<(String, &'static str)>)> {
 /// The report as the man page writes it: placeholders in, "Remote host said:" and what follows
 /// cut off, white space squeezed.
 fn as_documented(f: &Failure, subst: &[(String, &str)]) -> String {
-    let mut text = String::from_utf8(f.report().text).expect("report text is ASCII");
+    let mut text = String::from_utf8(f.report().text().to_vec()).expect("report text is ASCII");
     for (from, to) in subst {
         assert!(
             text.contains(from.as_str()),
@@ -414,12 +414,16 @@ fn every_local_report_is_in_the_man_page() {
         // Texts with a code carry it at the end, in the class of the letter.
         if let Some((sentence, code)) = documented.rsplit_once(" (#") {
             assert!(!sentence.is_empty(), "{f:?}");
-            let class = if report.letter == Letter::D { '5' } else { '4' };
+            let class = if report.letter() == Letter::D {
+                '5'
+            } else {
+                '4'
+            };
             assert!(code.starts_with(class), "{f:?}: {documented}");
         } else if !matches!(f, Failure::GaveUp { .. }) {
             // Reports without a code quote the server.
             assert!(
-                String::from_utf8_lossy(&report.text).contains("Remote host said: "),
+                String::from_utf8_lossy(report.text()).contains("Remote host said: "),
                 "{f:?}"
             );
         }

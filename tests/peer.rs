@@ -170,6 +170,15 @@ impl Scripted {
         })
     }
 
+    /// [`Scripted::start_with`] on a fixed address.
+    pub fn start_with_on<F>(addr: &str, connections: usize, script: F) -> Scripted
+    where
+        F: Fn(usize, Client) -> Vec<u8> + Send + 'static,
+    {
+        let listener = TcpListener::bind(addr).unwrap_or_else(|e| panic!("bind {addr}: {e}"));
+        Scripted::serve(listener, connections, script)
+    }
+
     fn serve<F>(listener: TcpListener, connections: usize, script: F) -> Scripted
     where
         F: Fn(usize, Client) -> Vec<u8> + Send + 'static,

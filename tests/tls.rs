@@ -287,3 +287,43 @@ fn failure_after_tls_still_reports_tls() {
     );
     server.finish();
 }
+
+#[test]
+fn port_465_is_implicit_tls_even_at_level_none() {
+    let cfg = server_config(false);
+    let server = Scripted::start_with_on("127.0.0.62:465", 1, move |_, c| {
+        let mut t = c.starttls(cfg.clone());
+        t.send("220 smtps ready\r\n");
+        t.expect("EHLO");
+        t.send("250 scripted\r\n");
+        let body = t.accept_mail();
+        assert_eq!(body, b"Subject: tls\r\n\r\nsecret\r\n.\r\n");
+        t.transcript
+    });
+    let home = home_for(&server, "none");
+    let out = home.run("example.org", "a@b", &["x@example.org"], MSG);
+    out.expect("rK", "TLS: TLSv1.3 with ");
+    let transcript = server.finish().remove(0);
+    assert!(!String::from_utf8_lossy(&transcript).contains("STARTTLS"));
+}
+
+#[test]
+fn ehlo_refused_after_tls_reports_the_tls_session() {
+    let cfg = server_config(false);
+    let server = Scripted::start_with(1, move |_, mut c| {
+        c.ehlo(&["STARTTLS"]);
+        c.expect("STARTTLS");
+        c.send("220 go ahead\r\n");
+        let mut t = c.starttls(cfg.clone());
+        t.expect("EHLO");
+        t.send("421 4.3.2 bye\r\n");
+        t.drain();
+        t.transcript
+    });
+    let out = home_for(&server, "may").run("example.org", "a@b", &["x@example.org"], MSG);
+    out.expect(
+        "Z",
+        "my name was rejected.\nRemote host said: 421 4.3.2 bye\nTLS: TLSv1.3 with ",
+    );
+    server.finish();
+}
