@@ -88,16 +88,20 @@ fn deliver(args: Vec<OsString>, reporter: &mut Reporter) -> Result<Report, Failu
             continue;
         }
         let policy = tls.policy(peer, &env.host);
-        let mut plain_because = None;
+        // Set when a handshake failed at `may` and this address is retried in plaintext.
+        let mut tls_failed: Option<String> = None;
         loop {
             let Ok(tcp) = connect::connect(&cfg, peer.ip, peer.port) else {
-                if let Some(why) = plain_because.take() {
+                if let Some(why) = tls_failed.take() {
                     // The plaintext retry could not connect: keep the TLS reason.
                     last = Some((Failure::TlsFailed { ip: peer.ip, why }, None));
                 }
                 break;
             };
-            match session::run(&mut job, peer, tcp, &policy, plain_because.take()) {
+            let plain_because = tls_failed
+                .take()
+                .map(|why| format!("TLS failed, retried in plaintext: {why}"));
+            match session::run(&mut job, peer, tcp, &policy, plain_because) {
                 Outcome::Done { rcpts, report } => {
                     for (letter, text) in rcpts {
                         reporter.recipient(letter, text);
@@ -108,9 +112,7 @@ fn deliver(args: Vec<OsString>, reporter: &mut Reporter) -> Result<Report, Failu
                     last = Some((f, tls_line));
                     break;
                 }
-                Outcome::RetryPlain(why) => {
-                    plain_because = Some(format!("TLS failed, retried in plaintext: {why}"));
-                }
+                Outcome::RetryPlain(why) => tls_failed = Some(why),
             }
         }
     }
