@@ -2,6 +2,7 @@
 //! `K`/`Z`/`D`, each ending in NUL. This is the only module that can produce a `D`.
 
 use std::io::Write;
+use std::os::fd::AsFd;
 
 /// Stock qmail keeps at most 5000 bytes of a server's reply (`HUGESMTPTEXT`).
 pub const MAX_SAID: usize = 5000;
@@ -166,9 +167,16 @@ impl Reporter {
     /// Writes the reports and exits 0. A failed write has nobody left to tell.
     pub fn finish(self, verdict: &Report) -> ! {
         let out = self.render(verdict);
-        let mut stdout = std::io::stdout().lock();
-        let _ = stdout.write_all(&out);
-        let _ = stdout.flush();
+        // Straight to fd 1 in one write: std's stdout is line-buffered and would split the
+        // reports at the last LF.
+        match std::io::stdout().as_fd().try_clone_to_owned() {
+            Ok(fd) => {
+                let _ = std::fs::File::from(fd).write_all(&out);
+            }
+            Err(_) => {
+                let _ = std::io::stdout().lock().write_all(&out);
+            }
+        }
         std::process::exit(0)
     }
 }
