@@ -150,7 +150,28 @@ fn strip(line: &[u8]) -> &[u8] {
         .iter()
         .rposition(|b| !matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
         .map_or(0, |i| i + 1);
-    &line[..end]
+    line.split_at(end).0
+}
+
+/// Splits `key:value` at the first colon, as qmail's constmap files are keyed.
+pub fn split_key(line: &[u8]) -> Option<(&[u8], &[u8])> {
+    let colon = line.iter().position(|&b| b == b':')?;
+    let (key, rest) = line.split_at(colon);
+    Some((key, rest.get(1..).unwrap_or_default()))
+}
+
+/// The keys qmail tries for a host, most specific first: the whole (lowercased) name, then
+/// every suffix starting at a dot, longest first (`a.b.c`, `.b.c`, `.c`).
+pub fn suffix_keys(name: &[u8]) -> Vec<Vec<u8>> {
+    let name = name.to_ascii_lowercase();
+    let suffixes = name
+        .iter()
+        .enumerate()
+        .filter(|&(_, &b)| b == b'.')
+        .map(|(i, _)| name.split_at(i).1.to_vec());
+    let mut keys = vec![name.clone()];
+    keys.extend(suffixes);
+    keys
 }
 
 /// The meaningful lines of a list file, with their 1-based line numbers.

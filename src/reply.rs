@@ -77,7 +77,7 @@ impl ReplyBuilder {
         self.code = Some(code);
         let room = MAX_SAID.saturating_sub(self.text.len());
         if room > 0 {
-            let kept = &line[..line.len().min(room.saturating_sub(1))];
+            let kept = line.get(..room.saturating_sub(1)).unwrap_or(line);
             self.text.extend(kept.iter().filter(|&&b| b != b'\r'));
             self.text.push(b'\n');
         }

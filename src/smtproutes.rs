@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 
-use crate::control::{lines, syntax};
+use crate::control::{lines, split_key, suffix_keys, syntax};
 use crate::failure::Failure;
 
 /// What smtproutes says about one host.
@@ -29,13 +29,11 @@ impl Routes {
         let mut map = HashMap::new();
         for (n, line) in lines(data) {
             let line = line.trim_ascii_start();
-            let Some(colon) = line.iter().position(|&b| b == b':') else {
+            let Some((key, value)) = split_key(line) else {
                 continue;
             };
-            let key = line[..colon].to_ascii_lowercase();
-            let route =
-                parse_value(&line[colon + 1..]).map_err(|what| syntax("smtproutes", n, what))?;
-            map.insert(key, route);
+            let route = parse_value(value).map_err(|what| syntax("smtproutes", n, what))?;
+            map.insert(key.to_ascii_lowercase(), route);
         }
         Ok(Routes { map })
     }
@@ -45,14 +43,10 @@ impl Routes {
         if self.map.is_empty() {
             return Route::Mx;
         }
-        let host = host.to_ascii_lowercase();
-        let suffixes = (0..host.len())
-            .filter(|&i| host[i] == b'.')
-            .map(|i| &host[i..]);
-        std::iter::once(&host[..])
-            .chain(suffixes)
-            .chain(std::iter::once(&b""[..]))
-            .find_map(|k| self.map.get(k))
+        suffix_keys(host)
+            .into_iter()
+            .chain(std::iter::once(Vec::new()))
+            .find_map(|k| self.map.get(&k))
             .cloned()
             .unwrap_or(Route::Mx)
     }

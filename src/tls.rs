@@ -97,10 +97,13 @@ impl Table {
                     "expected destination:level",
                 ));
             };
-            let level = Level::parse(line[colon + 1..].trim_ascii()).ok_or_else(|| {
-                control::syntax("tlspolicy", n, "level must be none, may, encrypt or verify")
-            })?;
-            entries.push((line[..colon].trim_ascii().to_ascii_lowercase(), level));
+            // The last colon: a key may be an IPv6 literal such as [2001:db8::1].
+            let (key, rest) = line.split_at(colon);
+            let level =
+                Level::parse(rest.get(1..).unwrap_or_default().trim_ascii()).ok_or_else(|| {
+                    control::syntax("tlspolicy", n, "level must be none, may, encrypt or verify")
+                })?;
+            entries.push((key.trim_ascii().to_ascii_lowercase(), level));
         }
         Ok(Table(entries))
     }
@@ -110,13 +113,7 @@ impl Table {
         if name.is_empty() {
             return None;
         }
-        let name = name.to_ascii_lowercase();
-        let suffixes = (0..name.len())
-            .filter(|&i| name[i] == b'.')
-            .map(|i| &name[i..]);
-        std::iter::once(&name[..])
-            .chain(suffixes)
-            .find_map(|k| self.get(k))
+        control::suffix_keys(name).iter().find_map(|k| self.get(k))
     }
 
     fn get(&self, key: &[u8]) -> Option<Level> {
