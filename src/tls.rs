@@ -275,7 +275,11 @@ impl Tls {
                 .negotiated_cipher_suite()
                 .map_or("unknown cipher".into(), |c| format!("{:?}", c.suite())),
             verified,
-            name: String::from_utf8_lossy(&peer.name).into_owned(),
+            name: if peer.name.is_empty() {
+                format!("[{}]", peer.ip)
+            } else {
+                String::from_utf8_lossy(&peer.name).into_owned()
+            },
             note,
         };
         Ok((stream, session))

@@ -242,8 +242,9 @@ impl Resolver {
 
     /// One question to the servers in turn: the first NOERROR or NXDOMAIN answer.
     fn query(&mut self, name: &Name, qtype: u16) -> Result<Message, DnsError> {
-        if self.buf.len() < transport::MAX_MSG {
-            self.buf = vec![0; transport::MAX_MSG];
+        if self.buf.len() < transport::MAX_UDP {
+            // UDP answers fit our advertised EDNS size; TCP grows the buffer when it is needed.
+            self.buf = vec![0; transport::MAX_UDP];
         }
         // The most telling failure: an RCODE, then a bad answer, then a network error, then a
         // timeout; the first of equals.
@@ -307,7 +308,12 @@ impl Resolver {
                         qtype,
                         bytes: &bytes,
                     };
-                    transport::tcp(server, &q, self.timeout, &mut self.buf)?
+                    {
+                        if self.buf.len() < transport::MAX_MSG {
+                            self.buf.resize(transport::MAX_MSG, 0);
+                        }
+                        transport::tcp(server, &q, self.timeout, &mut self.buf)?
+                    }
                 }
             };
             let formerr = msg.rcode == RCODE_FORMERR;

@@ -8,6 +8,9 @@ use super::wire::{self, CLASS_IN, Header, Message, Name, Question, RCODE_NOERROR
 
 /// Largest DNS message over UDP or TCP.
 pub(crate) const MAX_MSG: usize = 65535;
+/// Receive buffer for UDP: comfortably above the 1232-byte EDNS payload we advertise; a larger
+/// datagram is cut short, fails to parse and counts as a malformed answer.
+pub(crate) const MAX_UDP: usize = 4096;
 
 /// Why one try against one server gave no usable answer.
 #[derive(Clone, Debug, PartialEq, Eq)]
