@@ -504,7 +504,7 @@ def evaluate(rows, tps):
     if a is not None and b is not None:
         limit = max(b * 1.05, b + 256)
         shown, v = verdict(["tls-10m", "tls-4k"], a, limit, mib)
-        out.append(("STARTTLS 10 MiB peak RSS = 4 KiB's (%s, ±5 %%)" % mib(b), shown, v))
+        out.append(("STARTTLS 10 MiB peak RSS = 4 KiB's (%s, within 5 %% or 256 KiB)" % mib(b), shown, v))
     def relay(case, key):
         r = by.get(case)
         return None if r is None or RELAY not in r["clients"] else r["clients"][RELAY][key]["median"]
