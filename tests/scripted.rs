@@ -432,3 +432,51 @@ fn a_reply_dribbled_byte_by_byte_still_times_out() {
     );
     server.finish();
 }
+
+#[test]
+fn connect_timeout_is_recorded_in_tcpto() {
+    use socket2::{Domain, Socket, Type};
+    // A listener whose accept queue is full drops further SYNs, so connecting times out.
+    let listener = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    listener
+        .bind(
+            &"127.0.0.1:0"
+                .parse::<std::net::SocketAddr>()
+                .unwrap()
+                .into(),
+        )
+        .unwrap();
+    listener.listen(0).unwrap();
+    let addr = listener.local_addr().unwrap().as_socket().unwrap();
+    let fillers: Vec<_> = (0..3)
+        .filter_map(|_| {
+            std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_millis(300)).ok()
+        })
+        .collect();
+    assert!(!fillers.is_empty());
+
+    let home = QmailHome::new();
+    home.route("example.org", &format!("[{}]:{}", addr.ip(), addr.port()));
+    home.control("timeoutconnect", "1\n");
+    let path = home.path().join("queue/lock/tcpto");
+    std::fs::write(&path, vec![0u8; 1024]).unwrap();
+    home.run("example.org", "a@b", &["x@example.org"], MSG)
+        .expect("Z", "(#4.4.1)");
+    let table = std::fs::read(&path).unwrap();
+    assert_eq!(
+        &table[..4],
+        &[127, 0, 0, 1],
+        "the timed-out address is recorded"
+    );
+    assert_eq!(table[4], 1, "with one counted timeout");
+    let when = u32::from_le_bytes([table[8], table[9], table[10], table[11]]);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as u32;
+    assert!(
+        now.abs_diff(when) < 60,
+        "time of the timeout, little-endian"
+    );
+    drop(fillers);
+}

@@ -149,7 +149,13 @@ fn may_delivers_over_tls_and_reports_unverified_ip_route() {
         "rK",
         "Remote host said: 250 2.0.0 queued over tls\nTLS: TLSv1.3 with TLS13_",
     );
-    assert!(out.last().text.contains("unverified: "), "{}", out.dump());
+    assert!(
+        out.last()
+            .text
+            .contains("unverified: an [ip] route has no host name to check."),
+        "{}",
+        out.dump()
+    );
     assert_eq!(body, b"Subject: tls\r\n\r\nsecret\r\n.\r\n");
 }
 
@@ -324,6 +330,34 @@ fn ehlo_refused_after_tls_reports_the_tls_session() {
     out.expect(
         "Z",
         "my name was rejected.\nRemote host said: 421 4.3.2 bye\nTLS: TLSv1.3 with ",
+    );
+    server.finish();
+}
+
+/// SNI carries the host name from DNS (here an smtproutes relay name), never an IP address.
+#[test]
+#[ignore = "needs real peers: scripts/test"]
+fn sni_is_the_relay_host_name() {
+    let cfg = server_config(false);
+    let server = Scripted::start_with_on("127.0.0.63:25", 1, move |_, mut c| {
+        c.ehlo(&["STARTTLS"]);
+        c.expect("STARTTLS");
+        c.send("220 go ahead\r\n");
+        let mut t = c.starttls(cfg.clone());
+        t.expect("EHLO");
+        let sni = t.reader.get_ref().conn.server_name().map(str::to_string);
+        assert_eq!(sni.as_deref(), Some("scriptedtls.qremote.test"));
+        t.send("250 scripted\r\n");
+        t.accept_mail();
+        t.transcript
+    });
+    let home = QmailHome::new();
+    home.nameserver(&crate::util::peer_env("QREMOTE_DNS"));
+    home.route("sni.qremote.test", "scriptedtls.qremote.test");
+    let out = home.run("sni.qremote.test", "a@b", &["x@sni.qremote.test"], MSG);
+    out.expect(
+        "rK",
+        "unverified: certificate chain does not lead to a trusted CA.",
     );
     server.finish();
 }

@@ -17,6 +17,7 @@ mx1             A     127.0.0.20
 mx6             AAAA  ::1
 anyip6          AAAA  fd77::25
 scripted421     A     127.0.0.61
+scriptedtls     A     127.0.0.63
 notls           A     127.0.0.21
 expired         A     127.0.0.22
 future          A     127.0.0.23
