@@ -120,6 +120,12 @@ impl<S: Read + Write> Client<S> {
         body
     }
 
+    /// Sends one line (a greeting, say) and waits for the client to hang up.
+    pub fn say_and_wait(&mut self, line: &str) {
+        self.send(line);
+        self.drain();
+    }
+
     /// Waits until the client closes the connection (reads and records the rest).
     pub fn drain(&mut self) {
         let mut rest = Vec::new();

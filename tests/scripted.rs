@@ -83,10 +83,7 @@ fn lock_step_without_pipelining_and_helo_fallback() {
 
 #[test]
 fn garbage_greeting_defers() {
-    let server = Scripted::start(1, |_, c| {
-        c.send("HTTP/1.1 400 Bad Request\r\n");
-        c.drain();
-    });
+    let server = Scripted::start(1, |_, c| c.say_and_wait("HTTP/1.1 400 Bad Request\r\n"));
     let home = home_for(&server);
     home.run("example.org", "a@b", &["x@example.org"], MSG)
         .expect("Z", "was not SMTP: no reply code");
@@ -109,10 +106,7 @@ fn mismatched_multiline_codes_defer() {
 
 #[test]
 fn greeting_421_defers_with_text() {
-    let server = Scripted::start(1, |_, c| {
-        c.send("421 4.3.2 busy\r\n");
-        c.drain();
-    });
+    let server = Scripted::start(1, |_, c| c.say_and_wait("421 4.3.2 busy\r\n"));
     let home = home_for(&server);
     home.run("example.org", "a@b", &["x@example.org"], MSG)
         .expect(
@@ -124,10 +118,7 @@ fn greeting_421_defers_with_text() {
 
 #[test]
 fn greeting_554_is_not_a_bounce() {
-    let server = Scripted::start(1, |_, c| {
-        c.send("554 go away\r\n");
-        c.drain();
-    });
+    let server = Scripted::start(1, |_, c| c.say_and_wait("554 go away\r\n"));
     let home = home_for(&server);
     home.run("example.org", "a@b", &["x@example.org"], MSG)
         .expect("Z", "greeting failed");

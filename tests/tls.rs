@@ -30,6 +30,20 @@ fn server_config(tls12_only: bool) -> Arc<ServerConfig> {
     Arc::new(cfg)
 }
 
+/// The server side of EHLO, STARTTLS and the handshake; returns after reading the second EHLO.
+fn upgrade(
+    mut c: crate::peer::Client,
+    keywords: &[&str],
+    cfg: Arc<ServerConfig>,
+) -> crate::peer::TlsClient {
+    c.ehlo(keywords);
+    c.expect("STARTTLS");
+    c.send("220 go ahead\r\n");
+    let mut t = c.starttls(cfg);
+    t.expect("EHLO");
+    t
+}
+
 fn home_for(server: &Scripted, level: &str) -> QmailHome {
     let home = QmailHome::new();
     home.route("example.org", &server.relay());
@@ -122,11 +136,7 @@ fn handshake_abort_retries_plaintext_at_may_never_at_encrypt() {
 fn tls_delivery(tls12_only: bool, level: &'static str) -> (crate::util::Outcome, Vec<u8>) {
     let cfg = server_config(tls12_only);
     let server = Scripted::start_with(1, move |_, mut c| {
-        c.ehlo(&["STARTTLS", "PIPELINING"]);
-        c.expect("STARTTLS");
-        c.send("220 go ahead\r\n");
-        let mut t = c.starttls(cfg.clone());
-        t.expect("EHLO client.qremote.test");
+        let mut t = upgrade(c, &["STARTTLS", "PIPELINING"], cfg.clone());
         t.send("250-scripted\r\n250 PIPELINING\r\n");
         t.expect("MAIL");
         t.expect("RCPT");
@@ -233,11 +243,7 @@ fn qmail_tls_clientcert_is_presented() {
             .unwrap(),
     );
     let server = Scripted::start_with(1, move |_, mut c| {
-        c.ehlo(&["STARTTLS"]);
-        c.expect("STARTTLS");
-        c.send("220 go ahead\r\n");
-        let mut t = c.starttls(cfg.clone());
-        t.expect("EHLO");
+        let mut t = upgrade(c, &["STARTTLS"], cfg.clone());
         let presented = t
             .reader
             .get_ref()
@@ -275,11 +281,7 @@ fn qmail_tls_clientcert_is_presented() {
 fn failure_after_tls_still_reports_tls() {
     let cfg = server_config(false);
     let server = Scripted::start_with(1, move |_, mut c| {
-        c.ehlo(&["STARTTLS"]);
-        c.expect("STARTTLS");
-        c.send("220 go ahead\r\n");
-        let mut t = c.starttls(cfg.clone());
-        t.expect("EHLO");
+        let mut t = upgrade(c, &["STARTTLS"], cfg.clone());
         t.send("250 scripted\r\n");
         t.expect("MAIL");
         t.send("451 4.3.0 later\r\n");
@@ -317,11 +319,7 @@ fn port_465_is_implicit_tls_even_at_level_none() {
 fn ehlo_refused_after_tls_reports_the_tls_session() {
     let cfg = server_config(false);
     let server = Scripted::start_with(1, move |_, mut c| {
-        c.ehlo(&["STARTTLS"]);
-        c.expect("STARTTLS");
-        c.send("220 go ahead\r\n");
-        let mut t = c.starttls(cfg.clone());
-        t.expect("EHLO");
+        let mut t = upgrade(c, &["STARTTLS"], cfg.clone());
         t.send("421 4.3.2 bye\r\n");
         t.drain();
         t.transcript
@@ -340,11 +338,7 @@ fn ehlo_refused_after_tls_reports_the_tls_session() {
 fn sni_is_the_relay_host_name() {
     let cfg = server_config(false);
     let server = Scripted::start_with_on("127.0.0.63:25", 1, move |_, mut c| {
-        c.ehlo(&["STARTTLS"]);
-        c.expect("STARTTLS");
-        c.send("220 go ahead\r\n");
-        let mut t = c.starttls(cfg.clone());
-        t.expect("EHLO");
+        let mut t = upgrade(c, &["STARTTLS"], cfg.clone());
         let sni = t.reader.get_ref().conn.server_name().map(str::to_string);
         assert_eq!(sni.as_deref(), Some("scriptedtls.qremote.test"));
         t.send("250 scripted\r\n");

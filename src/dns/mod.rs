@@ -289,31 +289,14 @@ impl Resolver {
     ) -> Result<Message, TryError> {
         let mut last = Err(TryError::Timeout);
         for edns in [true, false] {
-            let id = self.next_id();
-            let bytes = wire::encode_query(id, name, qtype, edns);
-            let q = Query {
-                id,
-                name,
-                qtype,
-                bytes: &bytes,
-            };
-            let msg = match transport::udp(server, &q, self.timeout, &mut self.buf)? {
+            let msg = match self.exchange(server, name, qtype, edns, false)? {
                 UdpOutcome::Answer(msg) => msg,
                 UdpOutcome::Truncated => {
-                    let id = self.next_id();
-                    let bytes = wire::encode_query(id, name, qtype, edns);
-                    let q = Query {
-                        id,
-                        name,
-                        qtype,
-                        bytes: &bytes,
+                    let UdpOutcome::Answer(msg) = self.exchange(server, name, qtype, edns, true)?
+                    else {
+                        return Err(TryError::Malformed);
                     };
-                    {
-                        if self.buf.len() < transport::MAX_MSG {
-                            self.buf.resize(transport::MAX_MSG, 0);
-                        }
-                        transport::tcp(server, &q, self.timeout, &mut self.buf)?
-                    }
+                    msg
                 }
             };
             let formerr = msg.rcode == RCODE_FORMERR;
@@ -323,6 +306,32 @@ impl Resolver {
             }
         }
         last
+    }
+
+    /// One query with a fresh ID, over UDP or (after truncation) TCP.
+    fn exchange(
+        &mut self,
+        server: SocketAddr,
+        name: &Name,
+        qtype: u16,
+        edns: bool,
+        tcp: bool,
+    ) -> Result<UdpOutcome, TryError> {
+        let id = self.next_id();
+        let bytes = wire::encode_query(id, name, qtype, edns);
+        let q = Query {
+            id,
+            name,
+            qtype,
+            bytes: &bytes,
+        };
+        if !tcp {
+            return transport::udp(server, &q, self.timeout, &mut self.buf);
+        }
+        if self.buf.len() < transport::MAX_MSG {
+            self.buf.resize(transport::MAX_MSG, 0);
+        }
+        transport::tcp(server, &q, self.timeout, &mut self.buf).map(UdpOutcome::Answer)
     }
 }
 
