@@ -135,7 +135,7 @@ fn handshake_abort_retries_plaintext_at_may_never_at_encrypt() {
 
 fn tls_delivery(tls12_only: bool, level: &'static str) -> (crate::util::Outcome, Vec<u8>) {
     let cfg = server_config(tls12_only);
-    let server = Scripted::start_with(1, move |_, mut c| {
+    let server = Scripted::start_with(1, move |_, c| {
         let mut t = upgrade(c, &["STARTTLS", "PIPELINING"], cfg.clone());
         t.send("250-scripted\r\n250 PIPELINING\r\n");
         t.expect("MAIL");
@@ -242,7 +242,7 @@ fn qmail_tls_clientcert_is_presented() {
             )
             .unwrap(),
     );
-    let server = Scripted::start_with(1, move |_, mut c| {
+    let server = Scripted::start_with(1, move |_, c| {
         let mut t = upgrade(c, &["STARTTLS"], cfg.clone());
         let presented = t
             .reader
@@ -280,7 +280,7 @@ fn qmail_tls_clientcert_is_presented() {
 #[test]
 fn failure_after_tls_still_reports_tls() {
     let cfg = server_config(false);
-    let server = Scripted::start_with(1, move |_, mut c| {
+    let server = Scripted::start_with(1, move |_, c| {
         let mut t = upgrade(c, &["STARTTLS"], cfg.clone());
         t.send("250 scripted\r\n");
         t.expect("MAIL");
@@ -318,7 +318,7 @@ fn port_465_is_implicit_tls_even_at_level_none() {
 #[test]
 fn ehlo_refused_after_tls_reports_the_tls_session() {
     let cfg = server_config(false);
-    let server = Scripted::start_with(1, move |_, mut c| {
+    let server = Scripted::start_with(1, move |_, c| {
         let mut t = upgrade(c, &["STARTTLS"], cfg.clone());
         t.send("421 4.3.2 bye\r\n");
         t.drain();
@@ -337,7 +337,7 @@ fn ehlo_refused_after_tls_reports_the_tls_session() {
 #[ignore = "needs real peers: scripts/test"]
 fn sni_is_the_relay_host_name() {
     let cfg = server_config(false);
-    let server = Scripted::start_with_on("127.0.0.63:25", 1, move |_, mut c| {
+    let server = Scripted::start_with_on("127.0.0.63:25", 1, move |_, c| {
         let mut t = upgrade(c, &["STARTTLS"], cfg.clone());
         let sni = t.reader.get_ref().conn.server_name().map(str::to_string);
         assert_eq!(sni.as_deref(), Some("scriptedtls.qremote.test"));
