@@ -358,3 +358,19 @@ fn home_with_route() -> QmailHome {
     home.control("tlspolicy", "tlsfallback.qremote.test:verify\n");
     home
 }
+
+/// `control/addresspreference ipv4only` never looks at AAAA records: the IPv6-only MX host
+/// has no usable address left.
+#[test]
+#[ignore = "needs real peers: scripts/test"]
+fn ipv4only_preference_ignores_aaaa() {
+    let home = home();
+    home.control("addresspreference", "ipv4only\n");
+    let out = home.run(
+        "v6mx.qremote.test",
+        SENDER,
+        &[&format!("{}@v6mx.qremote.test", unique("v4only"))],
+        b"x\n",
+    );
+    out.expect("D", "(#5.4.4)");
+}

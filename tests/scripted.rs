@@ -471,3 +471,18 @@ fn connect_timeout_is_recorded_in_tcpto() {
     );
     drop(fillers);
 }
+
+#[test]
+fn outgoingip_sets_the_source_address() {
+    let server = Scripted::start(1, |_, c| {
+        let peer = c.reader.get_ref().peer_addr().unwrap();
+        assert_eq!(peer.ip().to_string(), "127.0.0.77", "control/outgoingip");
+        c.ehlo(&[]);
+        c.accept_mail();
+    });
+    let home = home_for(&server);
+    home.control("outgoingip", "127.0.0.77\n");
+    home.run("example.org", "a@b", &["x@example.org"], MSG)
+        .expect("rK", "accepted message");
+    server.finish();
+}
