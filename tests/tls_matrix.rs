@@ -6,6 +6,13 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
+use rustls::ServerConfig;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::peer::{Client, Scripted};
 use crate::util::{QmailHome, peer_env};
 
 const TABLE: &str = include_str!("data/tls_policy.table");
@@ -59,6 +66,9 @@ fn delivered(domain: &str, local: &str) -> Option<Vec<u8>> {
 }
 
 fn run_row(row: &Row) -> Result<(), String> {
+    if let Some(case) = row.host.strip_prefix("scripted-") {
+        return run_scripted_row(row, case);
+    }
     let home = QmailHome::new();
     home.nameserver(&peer_env("QREMOTE_DNS"));
     let ca = std::fs::read_to_string(peer_env("QREMOTE_CA")).unwrap();
@@ -140,4 +150,126 @@ fn tls_policy_table() {
         rows().len(),
         failures.join("\n\n")
     );
+}
+
+/// The server side of one scripted case (see the table's comments), for one connection.
+fn scripted_peer(case: &str, tls12: Arc<ServerConfig>, c: Client) -> Vec<u8> {
+    let mut c = c;
+    c.ehlo(if case == "notoffered" {
+        &[]
+    } else {
+        &["STARTTLS"]
+    });
+    let line = c.line();
+    if line.starts_with("MAIL") {
+        c.accept_rcpt_data();
+        return c.transcript;
+    }
+    if !line.starts_with("STARTTLS") {
+        c.drain();
+        return c.transcript;
+    }
+    match case {
+        "454" => {
+            c.send("454 4.7.0 TLS not available\r\n");
+            if c.line().starts_with("MAIL") {
+                c.accept_rcpt_data();
+            } else {
+                c.drain();
+            }
+        }
+        "abort" => {
+            c.send("220 go ahead\r\n");
+            let mut hello = [0u8; 5];
+            let _ = std::io::Read::read(c.reader.get_mut(), &mut hello);
+            c.send("this is not TLS\r\n");
+            c.hang_up();
+        }
+        "inject" => c.say_and_wait("220 go ahead\r\n250 injected\r\n"),
+        _ => {
+            c.send("220 go ahead\r\n");
+            let mut t = c.starttls(tls12);
+            t.expect("EHLO");
+            t.send("250 scripted\r\n");
+            t.accept_mail();
+            return t.transcript;
+        }
+    }
+    c.transcript
+}
+
+fn tls12_config() -> Arc<ServerConfig> {
+    let certs = PathBuf::from(peer_env("QREMOTE_CERTS"));
+    let chain: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_file_iter(certs.join("scripted-chain.pem"))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+    let key = PrivateKeyDer::from_pem_file(certs.join("scripted.key")).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS12])
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap();
+    Arc::new(cfg)
+}
+
+fn run_scripted_row(row: &Row, case: &str) -> Result<(), String> {
+    // At `may` a failed handshake is retried in plaintext on a second connection.
+    let connections = if case == "abort" && row.setting == "may" {
+        2
+    } else {
+        1
+    };
+    let cfg = tls12_config();
+    let owned = case.to_string();
+    let server = Scripted::start_with_on("127.0.0.64:25", connections, move |i, c| {
+        // The plaintext retry meets a server that no longer offers STARTTLS.
+        let case = if i == 1 { "notoffered" } else { owned.as_str() };
+        scripted_peer(case, cfg.clone(), c)
+    });
+    let home = QmailHome::new();
+    home.nameserver(&peer_env("QREMOTE_DNS"));
+    home.control(
+        "tlsca",
+        &std::fs::read_to_string(peer_env("QREMOTE_CA")).unwrap(),
+    );
+    home.control("tlspolicy", &format!(":{}\n", row.setting));
+    home.route("scripted.qremote.test", "scripted.qremote.test");
+    let body = format!("Subject: row {}\n\n.dotted\n", row.line);
+    let out = home.run(
+        "scripted.qremote.test",
+        "sender@qremote.test",
+        &["rcpt@scripted.qremote.test"],
+        body.as_bytes(),
+    );
+    let transcripts = server.finish();
+    out.assert_clean();
+    let verdict = out.last();
+    if verdict.letter.to_string() != row.letter || !verdict.text.contains(&row.text) {
+        return Err(format!(
+            "line {}: {} {}: expected {} {:?}\n{}",
+            row.line,
+            row.host,
+            row.setting,
+            row.letter,
+            row.text,
+            out.dump()
+        ));
+    }
+    let all = transcripts
+        .iter()
+        .map(|t| String::from_utf8_lossy(t))
+        .collect::<Vec<_>>()
+        .join("");
+    let body_sent = all.contains("\r\n..dotted\r\n.\r\n");
+    if body_sent != (row.letter == "K") {
+        return Err(format!(
+            "line {}: body sent: {body_sent}, letter {}:\n{all}",
+            row.line, row.letter
+        ));
+    }
+    Ok(())
 }

@@ -18,6 +18,7 @@ mx6             AAAA  ::1
 anyip6          AAAA  fd77::25
 scripted421     A     127.0.0.61
 scriptedtls     A     127.0.0.63
+scripted        A     127.0.0.64
 notls           A     127.0.0.21
 expired         A     127.0.0.22
 future          A     127.0.0.23

@@ -18,6 +18,7 @@
 #   unknownca       ECDSA unknownca.qremote.test                by the unknown root
 #   nointermediate  ECDSA nointermediate.qremote.test           by intermediate, leaf only sent
 #   tls12           RSA   tls12.qremote.test                    by intermediate, chain sent
+#   scripted        RSA   scripted.qremote.test                 by intermediate, chain sent (scripted peers)
 #
 # Regenerated only when missing or when this file changes.
 
@@ -159,6 +160,8 @@ gen_certs() {
 	cp "$CERTS/unknownca.pem" "$CERTS/unknownca-chain.pem" # the untrusted root is not sent
 	_certs_leaf nointermediate ec ca_int "DNS:nointermediate.qremote.test" -days 3650
 	_certs_leaf tls12 rsa ca_int "DNS:tls12.qremote.test" -days 3650
+	# For the scripted (rustls) peers of tests/tls_matrix.rs on 127.0.0.64.
+	_certs_leaf scripted rsa ca_int "DNS:scripted.qremote.test" -days 3650
 
 	_certs_key "$CERTS/selfsigned.key" ec
 	SAN="DNS:selfsigned.qremote.test" KU=digitalSignature \
@@ -168,7 +171,7 @@ gen_certs() {
 
 	# What each listener sends: key, leaf, and the chain unless the case is "no intermediate".
 	local name
-	for name in mx1 expired future wrongname wild selfsigned unknownca tls12; do
+	for name in mx1 expired future wrongname wild selfsigned unknownca tls12 scripted; do
 		cat "$CERTS/$name.key" "$CERTS/$name-chain.pem" >"$CERTS/$name-postfix.pem"
 	done
 	cat "$CERTS/nointermediate.key" "$CERTS/nointermediate.pem" >"$CERTS/nointermediate-postfix.pem"
