@@ -13,7 +13,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::peer::{Client, Scripted};
-use crate::util::{QmailHome, peer_env};
+use crate::util::{Outcome, QmailHome, peer_env};
 
 const TABLE: &str = include_str!("data/tls_policy.table");
 
@@ -23,6 +23,26 @@ struct Row {
     setting: String,
     letter: String,
     text: String,
+}
+
+impl Row {
+    /// The verdict, if it has this row's letter and text.
+    fn check<'o>(&self, out: &'o Outcome) -> Result<&'o crate::util::Rep, String> {
+        out.assert_clean();
+        let verdict = out.last();
+        if verdict.letter.to_string() != self.letter || !verdict.text.contains(&self.text) {
+            return Err(format!(
+                "line {}: {} {}: expected {} {:?}\n{}",
+                self.line,
+                self.host,
+                self.setting,
+                self.letter,
+                self.text,
+                out.dump()
+            ));
+        }
+        Ok(verdict)
+    }
 }
 
 fn rows() -> Vec<Row> {
@@ -104,19 +124,7 @@ fn run_row(row: &Row) -> Result<(), String> {
         &[&format!("{local}@{domain}")],
         body.as_bytes(),
     );
-    out.assert_clean();
-    let verdict = out.last();
-    if verdict.letter.to_string() != row.letter || !verdict.text.contains(&row.text) {
-        return Err(format!(
-            "line {}: {} {}: expected {} {:?}\n{}",
-            row.line,
-            row.host,
-            row.setting,
-            row.letter,
-            row.text,
-            out.dump()
-        ));
-    }
+    let verdict = row.check(&out)?;
     if row.letter == "K" {
         let stored =
             delivered(domain, &local).ok_or(format!("line {}: not delivered", row.line))?;
@@ -246,19 +254,7 @@ fn run_scripted_row(row: &Row, case: &str) -> Result<(), String> {
         body.as_bytes(),
     );
     let transcripts = server.finish();
-    out.assert_clean();
-    let verdict = out.last();
-    if verdict.letter.to_string() != row.letter || !verdict.text.contains(&row.text) {
-        return Err(format!(
-            "line {}: {} {}: expected {} {:?}\n{}",
-            row.line,
-            row.host,
-            row.setting,
-            row.letter,
-            row.text,
-            out.dump()
-        ));
-    }
+    row.check(&out)?;
     let all = transcripts
         .iter()
         .map(|t| String::from_utf8_lossy(t))
