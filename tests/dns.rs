@@ -374,3 +374,34 @@ fn ipv4only_preference_ignores_aaaa() {
     );
     out.expect("D", "(#5.4.4)");
 }
+
+/// Two MX hosts of equal preference: each delivery picks one at random (stock qmail's
+/// randomisation is dead code on 64-bit systems). Over 20 deliveries both must be used; the
+/// chance that a fair choice picks the same host every time is 2 in a million.
+#[test]
+#[ignore = "needs real peers: scripts/test"]
+fn equal_preference_mx_hosts_are_shuffled() {
+    let home = home();
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..20 {
+        let rcpt = format!("{}@equal.qremote.test", unique("equal"));
+        let out = home.run(
+            "equal.qremote.test",
+            SENDER,
+            &[&rcpt],
+            b"Subject: equal\n\nx\n",
+        );
+        out.assert_clean();
+        let ip = out
+            .last()
+            .text
+            .split(' ')
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        seen.insert(ip);
+    }
+    let want: std::collections::BTreeSet<String> =
+        ["127.0.0.20", "127.0.0.21"].map(String::from).into();
+    assert_eq!(seen, want);
+}

@@ -59,6 +59,8 @@ v6mx            MX    10 anyip6
 greet421        MX    10 scripted421
 greet421        MX    20 mx1
 tlsfallback     MX    10 notls
+equal           MX    10 mx1
+equal           MX    10 notls
 tlsfallback     MX    20 mx1
 bigaddr         MX    10 many
 many            A     127.0.0.20
