@@ -297,6 +297,7 @@ fn failure_after_tls_still_reports_tls() {
 }
 
 #[test]
+#[ignore = "needs root (binds port 465): scripts/test"]
 fn port_465_is_implicit_tls_even_at_level_none() {
     let cfg = server_config(false);
     let server = Scripted::start_with_on("127.0.0.62:465", 1, move |_, c| {
