@@ -486,3 +486,71 @@ fn outgoingip_sets_the_source_address() {
         .expect("rK", "accepted message");
     server.finish();
 }
+
+/// 421 ("closing") at each stage of the dialogue, one connection per stage.
+#[test]
+fn reply_421_at_each_stage() {
+    const STAGES: [&str; 6] = ["greeting", "ehlo", "mail", "rcpt", "data", "dot"];
+    let server = Scripted::start(STAGES.len(), |i, c| {
+        let stage = STAGES[i];
+        let bye = "421 4.3.2 closing\r\n";
+        if stage == "greeting" {
+            return c.say_and_wait(bye);
+        }
+        c.send("220 scripted\r\n");
+        c.expect("EHLO");
+        if stage == "ehlo" {
+            return c.say_and_wait(bye);
+        }
+        c.send("250 scripted\r\n");
+        c.expect("MAIL");
+        if stage == "mail" {
+            return c.say_and_wait(bye);
+        }
+        c.send("250 ok\r\n");
+        c.expect("RCPT");
+        if stage == "rcpt" {
+            return c.say_and_wait(bye);
+        }
+        c.send("250 ok\r\n");
+        c.expect("DATA");
+        if stage == "data" {
+            return c.say_and_wait(bye);
+        }
+        c.send("354 go\r\n");
+        c.data();
+        c.say_and_wait(bye);
+    });
+    let home = home_for(&server);
+    let said = "Remote host said: 421 4.3.2 closing\n";
+    let expected = [
+        (
+            "Z",
+            format!("Connected to 127.0.0.1 but greeting failed.\n{said}"),
+        ),
+        (
+            "Z",
+            format!("Connected to 127.0.0.1 but my name was rejected.\n{said}"),
+        ),
+        (
+            "Z",
+            format!("Connected to 127.0.0.1 but sender was rejected.\n{said}"),
+        ),
+        ("sD", "Giving up on 127.0.0.1.\n".to_string()),
+        ("rZ", format!("127.0.0.1 failed on DATA command.\n{said}")),
+        (
+            "rZ",
+            format!("127.0.0.1 failed after I sent the message.\n{said}"),
+        ),
+    ];
+    for (stage, (letters, text)) in STAGES.iter().zip(expected) {
+        let out = home.run("example.org", "a@b", &["x@example.org"], MSG);
+        out.expect(letters, &text);
+        assert!(
+            !out.last().text.contains("Possible duplicate"),
+            "{stage}: {}",
+            out.dump()
+        );
+    }
+    server.finish();
+}
