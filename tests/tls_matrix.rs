@@ -269,3 +269,56 @@ fn run_scripted_row(row: &Row, case: &str) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// Per-destination entries in control/tlspolicy: keyed by the recipient domain or by the MX
+/// (relay) host name, `.suffix` matches, and explicit entries combine to the strongest level.
+#[test]
+#[ignore = "needs real peers: scripts/test"]
+fn per_destination_policy_entries() {
+    let cases = [
+        // (tlspolicy, expected letter, expected text)
+        (
+            "notls.qremote.test:encrypt\n",
+            "Z",
+            "(level encrypt from control/tlspolicy (host)). (#4.7.4)",
+        ),
+        (
+            "pd.qremote.test:verify\n",
+            "Z",
+            "(level verify from control/tlspolicy (domain)). (#4.7.4)",
+        ),
+        (
+            ".qremote.test:encrypt\n",
+            "Z",
+            "(level encrypt from control/tlspolicy (domain)). (#4.7.4)",
+        ),
+        (
+            "pd.qremote.test:none\nnotls.qremote.test:verify\n",
+            "Z",
+            "(level verify from control/tlspolicy (host)). (#4.7.4)",
+        ),
+        (
+            ":verify\npd.qremote.test:may\n",
+            "rK",
+            "TLS: none (STARTTLS not offered).",
+        ),
+        (
+            ":verify\nother.example:none\n",
+            "Z",
+            "(level verify from control/tlspolicy (default)). (#4.7.4)",
+        ),
+    ];
+    for (policy, letter, text) in cases {
+        let home = QmailHome::new();
+        home.nameserver(&peer_env("QREMOTE_DNS"));
+        home.route("pd.qremote.test", "notls.qremote.test");
+        home.control("tlspolicy", policy);
+        let out = home.run(
+            "pd.qremote.test",
+            "s@qremote.test",
+            &[&format!("pd-{}@pd.qremote.test", std::process::id())],
+            b"x\n",
+        );
+        out.expect(letter, text);
+    }
+}
