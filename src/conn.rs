@@ -36,13 +36,52 @@ impl Stream {
         }
     }
 
-    fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
+    /// Writes all of `data` by `deadline`: each socket write gets only the time that is left,
+    /// so a peer that reads a trickle cannot stretch one block of the message forever.
+    fn write_all(&mut self, data: &[u8], deadline: Instant) -> io::Result<()> {
         match self {
-            Stream::Plain(s) => s.write_all(data),
-            Stream::Tls(s) => s.write_all(data).and_then(|()| s.flush()),
+            Stream::Plain(s) => write_by(s, data, deadline),
+            Stream::Tls(s) => {
+                let mut rest = data;
+                loop {
+                    let n = s.conn.writer().write(rest)?;
+                    rest = rest.get(n..).unwrap_or_default();
+                    while s.conn.wants_write() {
+                        limit_write(&s.sock, deadline)?;
+                        s.conn.write_tls(&mut s.sock)?;
+                    }
+                    if rest.is_empty() {
+                        return Ok(());
+                    }
+                    if n == 0 {
+                        return Err(io::ErrorKind::WriteZero.into());
+                    }
+                }
+            }
             Stream::Closed => Err(io::ErrorKind::NotConnected.into()),
         }
     }
+}
+
+fn limit_write(socket: &TcpStream, deadline: Instant) -> io::Result<()> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(io::ErrorKind::TimedOut.into());
+    }
+    socket.set_write_timeout(Some(left))
+}
+
+fn write_by(socket: &mut TcpStream, mut data: &[u8], deadline: Instant) -> io::Result<()> {
+    while !data.is_empty() {
+        limit_write(socket, deadline)?;
+        match socket.write(data) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => data = data.get(n..).unwrap_or_default(),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// Why no reply could be had.
@@ -66,16 +105,19 @@ pub struct Conn {
     pos: usize,
     len: usize,
     pub ip: IpAddr,
+    /// How long one [`Conn::send`] may take.
+    write_limit: Duration,
 }
 
 impl Conn {
-    pub fn new(stream: Stream, ip: IpAddr) -> Conn {
+    pub fn new(stream: Stream, ip: IpAddr, write_limit: Duration) -> Conn {
         Conn {
             stream,
             buf: vec![0; READ_BUF].into_boxed_slice(),
             pos: 0,
             len: 0,
             ip,
+            write_limit,
         }
     }
 
@@ -96,8 +138,11 @@ impl Conn {
         Ok(())
     }
 
+    /// Sends a command or a block of the message, which must be written within the write
+    /// limit given to [`Conn::new`].
     pub fn send(&mut self, data: &[u8]) -> io::Result<()> {
-        self.stream.write_all(data)
+        let deadline = Instant::now() + self.write_limit;
+        self.stream.write_all(data, deadline)
     }
 
     fn fill(&mut self, deadline: Instant) -> Result<(), ReadError> {

@@ -28,7 +28,8 @@ fn try_connect(cfg: &Config, ip: IpAddr, port: u16) -> io::Result<TcpStream> {
     socket.set_tcp_nodelay(true)?;
     let stream: TcpStream = socket.into();
     stream.set_read_timeout(Some(cfg.timeout_remote))?;
-    // RFC 5321 4.5.3.2: three minutes for each block of data.
+    // Bounds the TLS handshake's writes; `Conn::send` gives each command or block of the
+    // message its own deadline.
     stream.set_write_timeout(Some(cfg.timeout_remote.min(Duration::from_secs(180))))?;
     Ok(stream)
 }

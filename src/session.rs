@@ -127,9 +127,11 @@ pub fn run(
     policy: &Policy,
     plain_because: Option<String>,
 ) -> Outcome {
+    // RFC 5321 4.5.3.2: three minutes for each block of data (and each command).
+    let write_limit = job.cfg.timeout_remote.min(Duration::from_secs(180));
     let mut d = Dialogue {
         job,
-        conn: Conn::new(Stream::Plain(tcp), peer.ip),
+        conn: Conn::new(Stream::Plain(tcp), peer.ip, write_limit),
         peer,
         tls_line: None,
     };
@@ -254,6 +256,7 @@ fn upgrade(d: &mut Dialogue, policy: &Policy) -> Result<crate::tls::Session, Ste
     let upgraded = d.conn.upgrade(|tcp| {
         // The last reply's deadline is still set on the socket; the handshake gets its own.
         tcp.set_read_timeout(Some(handshake_time))
+            .and_then(|()| tcp.set_write_timeout(Some(handshake_time)))
             .map_err(|e| e.to_string())?;
         tls.handshake(tcp, peer, policy).map(|(stream, s)| {
             session = Some(s);

@@ -554,3 +554,37 @@ fn reply_421_at_each_stage() {
     }
     server.finish();
 }
+
+#[test]
+fn a_peer_that_stops_reading_the_body_times_out_before_the_dot() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let client_done = std::sync::Arc::new(AtomicBool::new(false));
+    let done = client_done.clone();
+    let server = Scripted::start(1, move |_, c| {
+        c.ehlo(&[]);
+        c.expect("MAIL");
+        c.send("250 ok\r\n");
+        c.expect("RCPT");
+        c.send("250 ok\r\n");
+        c.expect("DATA");
+        c.send("354 go\r\n");
+        // Read nothing more until the client has given up.
+        while !done.load(Ordering::SeqCst) {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    });
+    let home = home_for(&server);
+    home.control("timeoutremote", "1\n");
+    let line = format!("{}\n", "x".repeat(999));
+    let big = line.repeat(24 * 1024); // 24 MiB: more than the socket buffers hold
+    let started = std::time::Instant::now();
+    let out = home.run("example.org", "a@b", &["x@example.org"], big.as_bytes());
+    client_done.store(true, Ordering::SeqCst);
+    out.expect("rZ", "Connected to 127.0.0.1 but connection died. (#4.4.2)");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    server.finish();
+}
