@@ -117,22 +117,6 @@ impl Failure {
         )
     }
 
-    /// True when the failure happened on a connection (it names the peer in its text).
-    pub fn peer(&self) -> Option<IpAddr> {
-        match self {
-            Failure::Died { ip, .. }
-            | Failure::Rejected { ip, .. }
-            | Failure::GaveUp { ip }
-            | Failure::BadReply { ip, .. }
-            | Failure::TooBig { ip, .. }
-            | Failure::NoSmtpUtf8 { ip }
-            | Failure::TlsNotOffered { ip, .. }
-            | Failure::TlsFailed { ip, .. }
-            | Failure::TlsInjection { ip } => Some(*ip),
-            _ => None,
-        }
-    }
-
     pub fn report(&self) -> Report {
         use Failure::*;
         let perm = |e, s: &str| Report::perm(e, s);

@@ -142,10 +142,6 @@ impl Reporter {
         self.rcpts.push((letter, text));
     }
 
-    pub fn recipients(&self) -> &[(RcptLetter, Vec<u8>)] {
-        &self.rcpts
-    }
-
     /// The bytes qmail-rspawn will read.
     pub fn render(&self, verdict: &Report) -> Vec<u8> {
         let mut out = Vec::with_capacity(256);

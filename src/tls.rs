@@ -474,9 +474,9 @@ impl ServerCertVerifier for Recorder {
 }
 
 fn describe_cert(e: &rustls::Error, name: &ServerName<'_>) -> String {
+    // IP addresses never get here: `verify_server_cert` does not verify against them.
     let shown = match name {
         ServerName::DnsName(d) => d.as_ref().to_string(),
-        ServerName::IpAddress(_) => "an [ip] route (no host name to check)".to_string(),
         _ => "the peer".to_string(),
     };
     match e {

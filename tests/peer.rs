@@ -107,17 +107,27 @@ impl<S: Read + Write> Client<S> {
         self.accept_rcpt_data()
     }
 
-    /// [`Client::accept_mail`] after the MAIL command has been read and answered.
+    /// [`Client::accept_mail`] after the MAIL command has been read (not yet answered).
     pub fn accept_rcpt_data(&mut self) -> Vec<u8> {
+        self.accept_rcpt_until_data();
+        let body = self.data();
+        self.send("250 ok\r\n");
+        self.drain();
+        body
+    }
+
+    /// Accepts MAIL and one RCPT lock-step and answers DATA with 354, leaving the body unread.
+    pub fn accept_until_data(&mut self) {
+        self.expect("MAIL");
+        self.accept_rcpt_until_data();
+    }
+
+    fn accept_rcpt_until_data(&mut self) {
         self.send("250 ok\r\n");
         self.expect("RCPT");
         self.send("250 ok\r\n");
         self.expect("DATA");
         self.send("354 go\r\n");
-        let body = self.data();
-        self.send("250 ok\r\n");
-        self.drain();
-        body
     }
 
     /// Sends one line (a greeting, say) and waits for the client to hang up.

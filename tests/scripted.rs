@@ -228,12 +228,7 @@ fn stall_times_out_as_died() {
 fn drop_after_dot_is_possible_duplicate() {
     let server = Scripted::start(1, |_, c| {
         c.ehlo(&[]);
-        c.expect("MAIL");
-        c.send("250 ok\r\n");
-        c.expect("RCPT");
-        c.send("250 ok\r\n");
-        c.expect("DATA");
-        c.send("354 go\r\n");
+        c.accept_until_data();
         c.data();
         // hang up without a reply
     });
@@ -491,35 +486,27 @@ fn outgoingip_sets_the_source_address() {
 #[test]
 fn reply_421_at_each_stage() {
     const STAGES: [&str; 6] = ["greeting", "ehlo", "mail", "rcpt", "data", "dot"];
+    // What the server reads before each stage's reply, and its reply when that stage is fine.
+    const STEPS: [(&str, &str); 6] = [
+        ("", "220 scripted\r\n"),
+        ("EHLO", "250 scripted\r\n"),
+        ("MAIL", "250 ok\r\n"),
+        ("RCPT", "250 ok\r\n"),
+        ("DATA", "354 go\r\n"),
+        (".", ""),
+    ];
     let server = Scripted::start(STAGES.len(), |i, c| {
-        let stage = STAGES[i];
-        let bye = "421 4.3.2 closing\r\n";
-        if stage == "greeting" {
-            return c.say_and_wait(bye);
+        for (step, (read, fine)) in STEPS.iter().enumerate() {
+            match *read {
+                "" => {}
+                "." => drop(c.data()),
+                command => drop(c.expect(command)),
+            }
+            if step == i {
+                return c.say_and_wait("421 4.3.2 closing\r\n");
+            }
+            c.send(fine);
         }
-        c.send("220 scripted\r\n");
-        c.expect("EHLO");
-        if stage == "ehlo" {
-            return c.say_and_wait(bye);
-        }
-        c.send("250 scripted\r\n");
-        c.expect("MAIL");
-        if stage == "mail" {
-            return c.say_and_wait(bye);
-        }
-        c.send("250 ok\r\n");
-        c.expect("RCPT");
-        if stage == "rcpt" {
-            return c.say_and_wait(bye);
-        }
-        c.send("250 ok\r\n");
-        c.expect("DATA");
-        if stage == "data" {
-            return c.say_and_wait(bye);
-        }
-        c.send("354 go\r\n");
-        c.data();
-        c.say_and_wait(bye);
     });
     let home = home_for(&server);
     let said = "Remote host said: 421 4.3.2 closing\n";
@@ -562,12 +549,7 @@ fn a_peer_that_stops_reading_the_body_times_out_before_the_dot() {
     let done = client_done.clone();
     let server = Scripted::start(1, move |_, c| {
         c.ehlo(&[]);
-        c.expect("MAIL");
-        c.send("250 ok\r\n");
-        c.expect("RCPT");
-        c.send("250 ok\r\n");
-        c.expect("DATA");
-        c.send("354 go\r\n");
+        c.accept_until_data();
         // Read nothing more until the client has given up.
         while !done.load(Ordering::SeqCst) {
             std::thread::sleep(std::time::Duration::from_millis(20));
