@@ -38,9 +38,9 @@ ensure_packages() {
 	fi
 	local rc=0
 	export DEBIAN_FRONTEND=noninteractive
-	if ! apt-get update -qq; then
+	if ! apt-get update -qq -o DPkg::Lock::Timeout=600; then
 		rc=1
-	elif ! apt-get install -y -qq --no-install-recommends "${missing[@]}"; then
+	elif ! apt-get install -y -qq -o DPkg::Lock::Timeout=600 --no-install-recommends "${missing[@]}"; then
 		rc=1
 	fi
 	[ -z "$made_policy" ] || rm -f "$policy"
