@@ -20,19 +20,25 @@ pub enum Stream {
 }
 
 impl Stream {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+    /// Reads what is there by `deadline`. Under TLS, rustls is driven here record by record
+    /// rather than through `StreamOwned`'s `Read`: each socket read gets only the time left,
+    /// so a peer that trickles a TLS record cannot stretch a reply past its deadline.
+    fn read_by(&mut self, buf: &mut [u8], deadline: Instant) -> io::Result<usize> {
         match self {
-            Stream::Plain(s) => s.read(buf),
-            Stream::Tls(s) => s.read(buf),
+            Stream::Plain(s) => {
+                limit_read(s, deadline)?;
+                quick_ack(s);
+                s.read(buf)
+            }
+            Stream::Tls(s) => loop {
+                match s.conn.reader().read(buf) {
+                    Ok(n) => return Ok(n),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => return Err(e),
+                }
+                read_tls_by(&mut s.conn, &mut s.sock, deadline)?;
+            },
             Stream::Closed => Err(io::ErrorKind::NotConnected.into()),
-        }
-    }
-
-    fn socket(&self) -> Option<&TcpStream> {
-        match self {
-            Stream::Plain(s) => Some(s),
-            Stream::Tls(s) => Some(&s.sock),
-            Stream::Closed => None,
         }
     }
 
@@ -46,10 +52,7 @@ impl Stream {
                 loop {
                     let n = s.conn.writer().write(rest)?;
                     rest = rest.get(n..).unwrap_or_default();
-                    while s.conn.wants_write() {
-                        limit_write(&s.sock, deadline)?;
-                        s.conn.write_tls(&mut s.sock)?;
-                    }
+                    flush_tls(&mut s.conn, &mut s.sock, deadline)?;
                     if rest.is_empty() {
                         return Ok(());
                     }
@@ -69,6 +72,66 @@ fn limit_write(socket: &TcpStream, deadline: Instant) -> io::Result<()> {
         return Err(io::ErrorKind::TimedOut.into());
     }
     socket.set_write_timeout(Some(left))
+}
+
+fn limit_read(socket: &TcpStream, deadline: Instant) -> io::Result<()> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(io::ErrorKind::TimedOut.into());
+    }
+    socket.set_read_timeout(Some(left))
+}
+
+/// Writes what rustls has queued (records, alerts), each socket write within the time left.
+fn flush_tls(conn: &mut ClientConnection, sock: &mut TcpStream, deadline: Instant) -> io::Result<()> {
+    while conn.wants_write() {
+        limit_write(sock, deadline)?;
+        match conn.write_tls(sock) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// One socket read into rustls, with the time left until `deadline`, and the processing of
+/// what it completed. A TLS error comes back as `InvalidData` wrapping the `rustls::Error`.
+fn read_tls_by(conn: &mut ClientConnection, sock: &mut TcpStream, deadline: Instant) -> io::Result<()> {
+    flush_tls(conn, sock, deadline)?;
+    loop {
+        limit_read(sock, deadline)?;
+        quick_ack(sock);
+        match conn.read_tls(sock) {
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(_) => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    if let Err(e) = conn.process_new_packets() {
+        // Tell the peer why (rustls queued the alert), as far as the deadline allows.
+        let _ = flush_tls(conn, sock, deadline);
+        return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+    }
+    Ok(())
+}
+
+/// Completes the TLS handshake by `deadline`: the whole handshake, not each read, must fit
+/// (the same rule as for one reply).
+pub fn handshake_by(
+    stream: &mut StreamOwned<ClientConnection, TcpStream>,
+    deadline: Instant,
+) -> io::Result<()> {
+    while stream.conn.is_handshaking() {
+        if stream.conn.wants_read() {
+            read_tls_by(&mut stream.conn, &mut stream.sock, deadline)?;
+        } else {
+            flush_tls(&mut stream.conn, &mut stream.sock, deadline)?;
+        }
+    }
+    flush_tls(&mut stream.conn, &mut stream.sock, deadline)
 }
 
 fn write_by(socket: &mut TcpStream, mut data: &[u8], deadline: Instant) -> io::Result<()> {
@@ -150,17 +213,9 @@ impl Conn {
         self.len = 0;
         loop {
             // The whole reply must arrive by the deadline, not each read: a peer dribbling one
-            // byte per timeout cannot hold the delivery for hours.
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(ReadError::Died);
-            }
-            let socket = self.stream.socket().ok_or(ReadError::Died)?;
-            socket
-                .set_read_timeout(Some(left))
-                .map_err(|_| ReadError::Died)?;
-            quick_ack(socket);
-            match self.stream.read(&mut self.buf) {
+            // byte per timeout cannot hold the delivery for hours. `read_by` gives every
+            // socket read only the time left, in plaintext and under TLS alike.
+            match self.stream.read_by(&mut self.buf, deadline) {
                 Ok(0) => return Err(ReadError::Died),
                 Ok(n) => {
                     self.len = n;

@@ -88,6 +88,12 @@ fn deliver(args: Vec<OsString>, reporter: &mut Reporter) -> Result<Report, Failu
             continue;
         }
         let policy = tls.policy(peer, &env.host);
+        if let Some(why) = tls.unverifiable(peer, &policy) {
+            // Nothing this peer could say would make it verifiable: refuse without a
+            // connection, and try the next one.
+            last = Some((Failure::TlsFailed { ip: peer.ip, why }, None));
+            continue;
+        }
         // Set when a handshake failed at `may` and this address is retried in plaintext.
         let mut tls_failed: Option<String> = None;
         loop {

@@ -4,7 +4,7 @@
 
 use std::net::TcpStream;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::args::Envelope;
 use crate::conn::{Conn, ReadError, Stream, Upgrade};
@@ -211,7 +211,20 @@ fn greet_and_negotiate(
         }
         return Ok((caps, TlsNote::Plain("STARTTLS not offered".into())));
     }
-    let reply = d.command(b"STARTTLS\r\n", Stage::StartTls)?;
+    let reply = match d.command(b"STARTTLS\r\n", Stage::StartTls) {
+        Ok(reply) => reply,
+        // Middleboxes kill STARTTLS by dropping the connection or answering garbage, as
+        // others break the handshake after the 220: at `may` all of these mean plaintext on
+        // a new connection, at `encrypt` and above a failure for this address.
+        Err(f) if !policy.level.required() => {
+            let why = match f {
+                Failure::BadReply { .. } => "the answer to STARTTLS was not SMTP",
+                _ => "the connection died in answer to STARTTLS",
+            };
+            return Err(Step::RetryPlain(why.into()));
+        }
+        Err(f) => return Err(f.into()),
+    };
     if reply.code != 220 {
         let said = String::from_utf8_lossy(&reply.text)
             .trim_end()
@@ -252,13 +265,11 @@ fn upgrade(d: &mut Dialogue, policy: &Policy) -> Result<crate::tls::Session, Ste
     let tls = d.job.tls;
     let peer = d.peer;
     let mut session = None;
-    let handshake_time = stage_timeout(Stage::StartTls).min(d.job.cfg.timeout_remote);
+    // The whole handshake must complete within one reply's time (RFC 5321 4.5.3.2 has no
+    // figure for it; STARTTLS's own 5 minutes, capped by timeoutremote).
+    let deadline = Instant::now() + stage_timeout(Stage::StartTls).min(d.job.cfg.timeout_remote);
     let upgraded = d.conn.upgrade(|tcp| {
-        // The last reply's deadline is still set on the socket; the handshake gets its own.
-        tcp.set_read_timeout(Some(handshake_time))
-            .and_then(|()| tcp.set_write_timeout(Some(handshake_time)))
-            .map_err(|e| e.to_string())?;
-        tls.handshake(tcp, peer, policy).map(|(stream, s)| {
+        tls.handshake(tcp, peer, policy, deadline).map(|(stream, s)| {
             session = Some(s);
             stream
         })

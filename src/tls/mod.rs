@@ -7,17 +7,21 @@
 //! in there as further sources of a level and of trust anchors.
 
 pub mod policy;
+pub mod sig;
 pub mod verify;
 
 use std::fmt;
+use std::io;
 use std::net::TcpStream;
 use std::sync::Arc;
+use std::time::Instant;
 
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use rustls::{ClientConfig, ClientConnection, StreamOwned};
+use rustls::{ClientConfig, ClientConnection, ProtocolVersion, StreamOwned};
 
+use crate::conn::handshake_by;
 use crate::control;
 use crate::failure::Failure;
 use crate::route::Peer;
@@ -46,24 +50,34 @@ impl Tls {
         self.table.policy(peer, domain)
     }
 
-    /// Performs the handshake on a socket that just got 220 to STARTTLS.
+    /// Why `peer` can never be verified, when `policy` requires verification: it has no host
+    /// name (an `[ip]` route, or a name that is an IP address). Nothing the peer could say
+    /// changes that, so such a peer is refused before connecting.
+    pub fn unverifiable(&self, peer: &Peer, policy: &Policy) -> Option<String> {
+        if policy.level < Level::Verify {
+            return None;
+        }
+        host_name(peer, "verify").err()
+    }
+
+    /// Performs the handshake on a socket that just got 220 to STARTTLS, all of it by
+    /// `deadline` (every socket read and write gets only the time left).
     pub fn handshake(
         &self,
         tcp: TcpStream,
         peer: &Peer,
         policy: &Policy,
+        deadline: Instant,
     ) -> Result<(StreamOwned<ClientConnection, TcpStream>, Session), String> {
-        let name = std::str::from_utf8(&peer.name)
-            .ok()
-            .and_then(|n| ServerName::try_from(n.trim_end_matches('.').to_string()).ok());
-        if policy.level == Level::Verify && name.is_none() {
-            return Err(if peer.name.is_empty() {
-                "an [ip] route has no host name to verify".into()
-            } else {
-                "the host name is not a valid DNS name".into()
-            });
+        if let Some(why) = self.unverifiable(peer, policy) {
+            return Err(why);
         }
-        let verifier = Arc::new(Recorder::new(self.provider.clone(), policy)?);
+        let name = host_name(peer, "check");
+        let verifier = Arc::new(Recorder::new(
+            self.provider.clone(),
+            policy,
+            name.as_ref().err().cloned(),
+        )?);
         let builder = ClientConfig::builder_with_provider(self.provider.clone())
             .with_safe_default_protocol_versions()
             .map_err(|e| e.to_string())?
@@ -84,39 +98,42 @@ impl Tls {
                 builder.with_no_client_auth()
             }
         };
-        let server_name = name.unwrap_or_else(|| ServerName::IpAddress(peer.ip.into()));
+        // Without a host name: no SNI, and the verifier records why nothing was verified.
+        let server_name = name.unwrap_or_else(|_| ServerName::IpAddress(peer.ip.into()));
         let conn =
-            ClientConnection::new(Arc::new(config), server_name).map_err(|e| e.to_string())?;
+            ClientConnection::new(Arc::new(config), server_name).map_err(|e| describe(&e))?;
         let mut stream = StreamOwned::new(conn, tcp);
-        while stream.conn.is_handshaking() {
-            if let Err(e) = stream.conn.complete_io(&mut stream.sock) {
-                let why = match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
-                    Some(rustls::Error::InvalidCertificate(_)) => {
-                        verifier.outcome().err().unwrap_or_else(|| e.to_string())
-                    }
-                    Some(tls) => describe(tls),
-                    None => format!("connection died during the handshake ({e})"),
-                };
-                let ciphers = if control::exists("tlsclientciphers") {
-                    " (control/tlsclientciphers is ignored)"
-                } else {
-                    ""
-                };
-                return Err(format!("{why}{ciphers}"));
-            }
+        if let Err(e) = handshake_by(&mut stream, deadline) {
+            let why = match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+                Some(rustls::Error::InvalidCertificate(_)) => {
+                    verifier.outcome().err().unwrap_or_else(|| "certificate rejected".into())
+                }
+                Some(tls) => describe(tls),
+                None => io_failure(&e),
+            };
+            let ciphers = if control::exists("tlsclientciphers") {
+                " (control/tlsclientciphers is ignored)"
+            } else {
+                ""
+            };
+            return Err(format!("{why}{ciphers}"));
         }
         let verified = match verifier.outcome() {
             Ok(by) => Verified::Yes(by),
             Err(why) => Verified::No(why),
         };
         let session = Session {
-            version: stream.conn.protocol_version().map_or("TLS".into(), |v| {
-                format!("{v:?}").replace("TLSv1_", "TLSv1.")
-            }),
+            version: match stream.conn.protocol_version() {
+                Some(ProtocolVersion::TLSv1_3) => "TLSv1.3".into(),
+                Some(ProtocolVersion::TLSv1_2) => "TLSv1.2".into(),
+                _ => "TLS".into(),
+            },
             cipher: stream
                 .conn
                 .negotiated_cipher_suite()
-                .map_or("unknown cipher".into(), |c| format!("{:?}", c.suite())),
+                .and_then(|c| c.suite().as_str())
+                .unwrap_or("an unnamed cipher")
+                .to_string(),
             verified,
             name: if peer.name.is_empty() {
                 format!("[{}]", peer.ip)
@@ -126,6 +143,39 @@ impl Tls {
             note,
         };
         Ok((stream, session))
+    }
+}
+
+/// The name to check the certificate against: a DNS name, never an address. An empty name is
+/// an `[ip]` route; an MX target or relay written as an address (`127.0.0.201.`, `::1`,
+/// `[192.0.2.1]`) is no more a host name than an `[ip]` route, though rustls would take it as
+/// an IP-address server name. `verb` says what the missing name was needed for.
+fn host_name(peer: &Peer, verb: &str) -> Result<ServerName<'static>, String> {
+    if peer.name.is_empty() {
+        return Err(format!("an [ip] route has no host name to {verb}"));
+    }
+    let text = std::str::from_utf8(&peer.name)
+        .map_err(|_| "the host name is not a valid DNS name".to_string())?
+        .trim_end_matches('.');
+    let address = || format!("the host name {text} is an IP address, not a name to {verb}");
+    if crate::route::literal(text.as_bytes()).is_some() {
+        return Err(address());
+    }
+    match ServerName::try_from(text.to_string()) {
+        Ok(ServerName::DnsName(d)) => Ok(ServerName::DnsName(d)),
+        Ok(_) => Err(address()),
+        Err(_) => Err("the host name is not a valid DNS name".into()),
+    }
+}
+
+/// A handshake cut short by the connection itself, in words.
+fn io_failure(e: &io::Error) -> String {
+    match e.kind() {
+        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => {
+            "the handshake did not complete in time".into()
+        }
+        io::ErrorKind::UnexpectedEof => "the server closed the connection during the handshake".into(),
+        _ => "the connection died during the handshake".into(),
     }
 }
 

@@ -6,47 +6,88 @@ use std::sync::{Arc, Mutex};
 
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::CryptoProvider;
+use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
+use rustls::server::ParsedCertificate;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
-use super::{Anchors, Level, Policy};
+use super::{Anchors, Level, Policy, sig};
 use crate::control;
 
-fn roots_from_file(path: &str) -> Result<RootCertStore, String> {
+/// The certificates of a trust file, and a store of those usable as trust anchors (a v1
+/// certificate is not, for webpki, but can still be pinned: see [`is_pinned`]).
+fn roots_from_file(path: &str) -> Result<(RootCertStore, Vec<CertificateDer<'static>>), String> {
     let mut roots = RootCertStore::empty();
-    let certs =
-        CertificateDer::pem_file_iter(path).map_err(|e| format!("cannot read {path}: {e}"))?;
-    let (added, _) = roots.add_parsable_certificates(certs.filter_map(Result::ok));
-    if added == 0 {
+    let certs: Vec<_> = CertificateDer::pem_file_iter(path)
+        .map_err(|e| format!("cannot read {path}: {e}"))?
+        .filter_map(Result::ok)
+        .collect();
+    roots.add_parsable_certificates(certs.iter().cloned());
+    if certs.is_empty() {
         return Err(format!("no usable CA certificate in {path}"));
     }
-    Ok(roots)
+    Ok((roots, certs))
+}
+
+/// True when the certificate the peer presented is itself one of `trusted` (byte for byte):
+/// the admin named this very certificate, as a DANE-EE record or a qmail-tls pin does, so no
+/// chain is needed and the certificate's form (CA:TRUE, X.509 version 1) does not matter.
+/// The handshake signature ([`super::sig`]) proves the peer holds its key.
+pub fn is_pinned(presented: &CertificateDer<'_>, trusted: &[CertificateDer<'_>]) -> bool {
+    trusted.iter().any(|t| t.as_ref() == presented.as_ref())
+}
+
+/// One trust source: a label for reports, a chain verifier (when the source has usable
+/// anchors), and its certificates for pin matching (none for the public roots).
+#[derive(Debug)]
+struct Source {
+    label: String,
+    chains: Option<Arc<WebPkiServerVerifier>>,
+    pins: Vec<CertificateDer<'static>>,
+    /// A per-host file (`control/tlshosts/<host>.pem`): its name is the host's, so a pinned
+    /// certificate from it needs no name check.
+    per_host: bool,
 }
 
 /// Verifies with each trust source in turn and records the result; refuses the handshake only
-/// when the level requires verification. Handshake signatures are always checked.
+/// when the level requires verification. Handshake signatures are always checked, against the
+/// presented leaf's key whatever its form ([`super::sig`]).
 #[derive(Debug)]
 pub struct Recorder {
-    sources: Vec<(String, Arc<WebPkiServerVerifier>)>,
+    sources: Vec<Source>,
+    algs: WebPkiSupportedAlgorithms,
     enforce: bool,
+    /// Why the peer cannot be verified whatever it presents (no host name), if so.
+    no_name: Option<String>,
     result: Mutex<Option<Result<String, String>>>,
 }
 
 impl Recorder {
-    pub fn new(provider: Arc<CryptoProvider>, policy: &Policy) -> Result<Recorder, String> {
-        let mut stores: Vec<(String, RootCertStore)> = Vec::new();
+    pub fn new(
+        provider: Arc<CryptoProvider>,
+        policy: &Policy,
+        no_name: Option<String>,
+    ) -> Result<Recorder, String> {
+        let mut files: Vec<(String, RootCertStore, Vec<CertificateDer<'static>>, bool)> =
+            Vec::new();
         match &policy.anchors {
-            Anchors::File(path) => stores.push((path.clone(), roots_from_file(path)?)),
+            Anchors::File(path) => {
+                let (store, certs) = roots_from_file(path)?;
+                files.push((path.clone(), store, certs, true));
+            }
             Anchors::Public => {
-                stores.push((
+                files.push((
                     "webpki roots".into(),
                     RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+                    Vec::new(),
+                    false,
                 ));
                 if control::exists("tlsca") {
                     match roots_from_file("control/tlsca") {
-                        Ok(r) => stores.push(("control/tlsca".into(), r)),
+                        Ok((store, certs)) => {
+                            files.push(("control/tlsca".into(), store, certs, false));
+                        }
                         Err(e) if policy.level == Level::Verify => return Err(e),
                         Err(_) => {}
                     }
@@ -54,15 +95,28 @@ impl Recorder {
             }
         }
         let mut sources = Vec::new();
-        for (label, store) in stores {
-            let v = WebPkiServerVerifier::builder_with_provider(Arc::new(store), provider.clone())
-                .build()
-                .map_err(|e| e.to_string())?;
-            sources.push((label, v));
+        for (label, store, pins, per_host) in files {
+            let chains = if store.is_empty() {
+                None
+            } else {
+                Some(
+                    WebPkiServerVerifier::builder_with_provider(Arc::new(store), provider.clone())
+                        .build()
+                        .map_err(|_| format!("no usable CA certificate in {label}"))?,
+                )
+            };
+            sources.push(Source {
+                label,
+                chains,
+                pins,
+                per_host,
+            });
         }
         Ok(Recorder {
             sources,
+            algs: provider.signature_verification_algorithms,
             enforce: policy.level == Level::Verify,
+            no_name,
             result: Mutex::new(None),
         })
     }
@@ -75,11 +129,25 @@ impl Recorder {
             .unwrap_or_else(|| Err("no certificate was checked".into()))
     }
 
-    fn first(&self) -> Result<&Arc<WebPkiServerVerifier>, rustls::Error> {
-        self.sources
-            .first()
-            .map(|(_, v)| v)
-            .ok_or(rustls::Error::General("no trust anchors".into()))
+    /// A pin match in one source: `Some(Ok)` verified, `Some(Err)` pinned but for another name,
+    /// `None` not pinned there.
+    fn pinned(
+        &self,
+        source: &Source,
+        ee: &CertificateDer<'_>,
+        name: &ServerName<'_>,
+    ) -> Option<Result<String, rustls::Error>> {
+        if !is_pinned(ee, &source.pins) {
+            return None;
+        }
+        let label = format!("{} (the pinned certificate itself)", source.label);
+        if source.per_host {
+            return Some(Ok(label));
+        }
+        // A shared file (control/tlsca) is not bound to a host: the certificate must name it.
+        let named = ParsedCertificate::try_from(ee)
+            .and_then(|cert| rustls::client::verify_server_name(&cert, name));
+        Some(named.map(|()| label))
     }
 }
 
@@ -92,20 +160,36 @@ impl ServerCertVerifier for Recorder {
         ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        if let ServerName::IpAddress(_) = name {
-            // Never verify against an IP address (a `verify` level refused [ip] routes before
-            // the handshake): there is no host name to check, and the report says so.
+        if let Some(why) = &self.no_name {
+            // No host name (an [ip] route, an MX written as an address): nothing the peer
+            // presents can be verified. `verify` refuses such peers before connecting; this
+            // keeps the refusal should a caller get here anyway.
             if let Ok(mut r) = self.result.lock() {
-                *r = Some(Err("an [ip] route has no host name to check".into()));
+                *r = Some(Err(why.clone()));
             }
-            return Ok(ServerCertVerified::assertion());
+            return if self.enforce {
+                Err(rustls::Error::General(why.clone()))
+            } else {
+                Ok(ServerCertVerified::assertion())
+            };
         }
         let mut last = None;
         let mut outcome = Err(String::new());
-        for (label, v) in &self.sources {
-            match v.verify_server_cert(ee, im, name, ocsp, now) {
-                Ok(_) => {
-                    outcome = Ok(label.clone());
+        for source in &self.sources {
+            let result = match self.pinned(source, ee, name) {
+                Some(r) => r,
+                None => match &source.chains {
+                    Some(v) => v
+                        .verify_server_cert(ee, im, name, ocsp, now)
+                        .map(|_| source.label.clone()),
+                    None => Err(rustls::Error::InvalidCertificate(
+                        CertificateError::UnknownIssuer,
+                    )),
+                },
+            };
+            match result {
+                Ok(label) => {
+                    outcome = Ok(label);
                     last = None;
                     break;
                 }
@@ -138,7 +222,7 @@ impl ServerCertVerifier for Recorder {
         c: &CertificateDer<'_>,
         d: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.first()?.verify_tls12_signature(m, c, d)
+        sig::verify_tls12(m, c, d, &self.algs)
     }
 
     fn verify_tls13_signature(
@@ -147,51 +231,161 @@ impl ServerCertVerifier for Recorder {
         c: &CertificateDer<'_>,
         d: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.first()?.verify_tls13_signature(m, c, d)
+        sig::verify_tls13(m, c, d, &self.algs)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.sources
-            .first()
-            .map(|(_, v)| v.supported_verify_schemes())
-            .unwrap_or_default()
+        self.algs.supported_schemes()
     }
 }
 
+/// A certificate problem in words an admin understands (never Rust's Debug text).
 fn describe_cert(e: &rustls::Error, name: &ServerName<'_>) -> String {
-    // IP addresses never get here: `verify_server_cert` does not verify against them.
     let shown = match name {
         ServerName::DnsName(d) => d.as_ref().to_string(),
         _ => "the peer".to_string(),
     };
-    match e {
-        rustls::Error::InvalidCertificate(c) => match c {
-            CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
-                "certificate has expired".into()
-            }
-            CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
-                "certificate is not yet valid".into()
-            }
-            CertificateError::UnknownIssuer => {
-                "certificate chain does not lead to a trusted CA".into()
-            }
-            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
-                format!("certificate is not valid for {shown}")
-            }
-            CertificateError::BadSignature => "certificate has a bad signature".into(),
-            CertificateError::Revoked => "certificate is revoked".into(),
-            other => format!("certificate rejected: {other:?}"),
+    let rustls::Error::InvalidCertificate(c) = e else {
+        return describe(e);
+    };
+    match c {
+        CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
+            "certificate has expired".into()
+        }
+        CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
+            "certificate is not yet valid".into()
+        }
+        CertificateError::UnknownIssuer => "certificate chain does not lead to a trusted CA".into(),
+        CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
+            format!("certificate is not valid for {shown}")
+        }
+        CertificateError::BadSignature => "certificate has a bad signature".into(),
+        CertificateError::Revoked => "certificate is revoked".into(),
+        CertificateError::BadEncoding => "certificate is not valid DER (it cannot be read)".into(),
+        CertificateError::UnhandledCriticalExtension => {
+            "certificate has a critical extension this client does not know".into()
+        }
+        CertificateError::UnsupportedSignatureAlgorithmContext { .. }
+        | CertificateError::UnsupportedSignatureAlgorithmForPublicKeyContext { .. } => {
+            "certificate is signed with an algorithm this client does not support".into()
+        }
+        CertificateError::InvalidPurpose | CertificateError::InvalidPurposeContext { .. } => {
+            "certificate is not meant for TLS servers (extended key usage)".into()
+        }
+        CertificateError::Other(other) => match other.0.downcast_ref::<webpki::Error>() {
+            Some(w) => describe_webpki(w),
+            None => "certificate rejected".into(),
         },
-        other => describe(other),
+        _ => "certificate rejected".into(),
     }
 }
 
-pub fn describe(e: &rustls::Error) -> String {
+/// The webpki problems rustls passes on without a variant of its own.
+fn describe_webpki(e: &webpki::Error) -> String {
+    use webpki::Error as W;
     match e {
-        rustls::Error::AlertReceived(a) => format!("handshake failed: the server sent alert {a:?}"),
-        rustls::Error::PeerIncompatible(p) => {
-            format!("handshake failed: no common protocol or cipher ({p:?})")
+        W::CaUsedAsEndEntity => {
+            "certificate is a CA certificate (CA:TRUE), not a server certificate".into()
         }
-        other => format!("handshake failed: {other}"),
+        W::EndEntityUsedAsCa => "certificate chain uses a server certificate as a CA".into(),
+        W::UnsupportedCertVersion => {
+            "certificate is X.509 version 1, which has no host names to verify".into()
+        }
+        W::PathLenConstraintViolated | W::MaximumPathDepthExceeded => {
+            "certificate chain is longer than its CA allows".into()
+        }
+        W::NameConstraintViolation => "certificate is outside its CA's name constraints".into(),
+        W::CertDistrusted => "certificate's CA is distrusted".into(),
+        W::MalformedExtensions | W::ExtensionValueInvalid | W::EmptyEkuExtension => {
+            "certificate has malformed extensions".into()
+        }
+        W::UnsupportedCriticalExtension => {
+            "certificate has a critical extension this client does not know".into()
+        }
+        _ => "certificate rejected".into(),
+    }
+}
+
+/// A handshake failure in words an admin understands (never Rust's Debug text).
+pub fn describe(e: &rustls::Error) -> String {
+    use rustls::PeerIncompatible as P;
+    let why = match e {
+        rustls::Error::AlertReceived(a) => match a.as_str() {
+            Some(name) => format!("the server sent the alert \"{}\"", words(name)),
+            None => format!("the server sent TLS alert {}", u8::from(*a)),
+        },
+        rustls::Error::PeerIncompatible(p) => match p {
+            P::NoCipherSuitesInCommon => "no cipher suite in common".into(),
+            P::NoKxGroupsInCommon => "no key exchange group in common".into(),
+            P::NoSignatureSchemesInCommon => "no signature algorithm in common".into(),
+            P::ServerDoesNotSupportTls12Or13
+            | P::Tls12NotOffered
+            | P::Tls12NotOfferedOrEnabled
+            | P::ServerTlsVersionIsDisabledByOurConfig
+            | P::SupportedVersionsExtensionRequired => {
+                "the server offers no TLS version this client allows (TLS 1.2 or 1.3)".into()
+            }
+            _ => "the server's TLS lacks something this client requires".into(),
+        },
+        rustls::Error::InvalidCertificate(_) => describe_cert(e, &ServerName::from(IP_UNSPEC)),
+        rustls::Error::NoCertificatesPresented => "the server sent no certificate".into(),
+        rustls::Error::InvalidMessage(_)
+        | rustls::Error::InappropriateMessage { .. }
+        | rustls::Error::InappropriateHandshakeMessage { .. } => {
+            "the server's answer is not the TLS it should be".into()
+        }
+        rustls::Error::PeerMisbehaved(_) => "the server broke the TLS protocol".into(),
+        rustls::Error::DecryptError => "the server's data could not be decrypted".into(),
+        rustls::Error::PeerSentOversizedRecord => "the server sent an oversized TLS record".into(),
+        rustls::Error::General(why) => why.clone(),
+        _ => "TLS error in this client".into(),
+    };
+    format!("handshake failed: {why}")
+}
+
+const IP_UNSPEC: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED);
+
+/// "HandshakeFailure" -> "handshake failure".
+fn words(camel: &str) -> String {
+    let mut out = String::with_capacity(camel.len() + 4);
+    for (i, ch) in camel.chars().enumerate() {
+        if ch.is_ascii_uppercase() && i > 0 {
+            out.push(' ');
+        }
+        out.push(ch.to_ascii_lowercase());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alert_names_become_words() {
+        assert_eq!(words("HandshakeFailure"), "handshake failure");
+        let e = rustls::Error::AlertReceived(rustls::AlertDescription::ProtocolVersion);
+        assert_eq!(
+            describe(&e),
+            "handshake failed: the server sent the alert \"protocol version\""
+        );
+    }
+
+    #[test]
+    fn webpki_errors_are_sentences() {
+        let other = |w: webpki::Error| {
+            rustls::Error::InvalidCertificate(CertificateError::Other(rustls::OtherError(
+                Arc::new(w),
+            )))
+        };
+        let name = ServerName::try_from("mx.example").unwrap();
+        for w in [
+            webpki::Error::CaUsedAsEndEntity,
+            webpki::Error::UnsupportedCertVersion,
+        ] {
+            let text = describe_cert(&other(w), &name);
+            assert!(!text.contains('(') || text.contains("(CA:TRUE)"), "{text}");
+            assert!(!text.contains("Other"), "{text}");
+        }
     }
 }
