@@ -30,6 +30,13 @@ impl Row {
     fn check<'o>(&self, out: &'o Outcome) -> Result<&'o crate::util::Rep, String> {
         out.assert_clean();
         let verdict = out.last();
+        if let Some(shape) = crate::util::debug_shape(&verdict.text) {
+            return Err(format!(
+                "line {}: Rust Debug text {shape:?} in the report\n{}",
+                self.line,
+                out.dump()
+            ));
+        }
         if verdict.letter.to_string() != self.letter || !verdict.text.contains(&self.text) {
             return Err(format!(
                 "line {}: {} {}: expected {} {:?}\n{}",
@@ -103,6 +110,13 @@ fn run_row(row: &Row) -> Result<(), String> {
             let other = std::fs::read_to_string(peer_env("QREMOTE_UNKNOWN_CA")).unwrap();
             home.control(&format!("tlshosts/{}.pem", row.host), &other);
         }
+        "pinned" => {
+            home.control(&format!("tlshosts/{}.pem", row.host), &own_cert(&row.host));
+        }
+        "pinned-tlsca" => {
+            home.control("tlsca", &own_cert(&row.host));
+            home.control("tlspolicy", ":verify\n");
+        }
         "notlshosts" => {
             home.control(&format!("notlshosts/{}", row.host), "");
         }
@@ -145,6 +159,16 @@ fn run_row(row: &Row) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// The certificate a listener of scripts/lib/gen-certs.sh presents, by its host name.
+fn own_cert(host: &str) -> String {
+    let name = match host.split('.').next().unwrap() {
+        "mx" => "wild",
+        first => first,
+    };
+    let path = PathBuf::from(peer_env("QREMOTE_CERTS")).join(format!("{name}.pem"));
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 #[test]

@@ -236,3 +236,36 @@ pub fn peer_env(name: &str) -> String {
         ),
     }
 }
+
+/// The first piece of Rust Debug formatting in a report, if any: a CamelCase identifier
+/// (`CaUsedAsEndEntity`, `HandshakeFailure`), an identifier glued to a parenthesis
+/// (`Other(`, `Some(`), braces, or an `os error` number. The peer's own words ("Remote host
+/// said:" lines) are not ours and are skipped.
+pub fn debug_shape(report: &str) -> Option<String> {
+    for line in report.lines() {
+        if line.starts_with("Remote host said:") {
+            continue;
+        }
+        if let Some(at) = line.find(['{', '}']) {
+            return Some(line[at..].chars().take(20).collect());
+        }
+        if line.contains("os error") {
+            return Some("os error".into());
+        }
+        let words = line.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'));
+        let mut rest = line;
+        for word in words {
+            let Some(at) = rest.find(word) else { continue };
+            let after = rest[at + word.len()..].chars().next();
+            rest = &rest[at + word.len()..];
+            let b = word.as_bytes();
+            let camel = b.first().is_some_and(u8::is_ascii_uppercase)
+                && b.windows(2).any(|w| w[0].is_ascii_lowercase() && w[1].is_ascii_uppercase());
+            let called = !word.is_empty() && after == Some('(');
+            if camel || called {
+                return Some(word.to_string());
+            }
+        }
+    }
+    None
+}

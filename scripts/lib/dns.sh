@@ -76,6 +76,25 @@ Z
 	done
 }
 
+# Issue 7's TLS cases: Postfix listeners with unusual certificates, and MX targets that are IP
+# addresses written as names (a scripted peer listens on 127.0.0.201, tests/tls_names.rs).
+_dns_zone_i7tls() {
+	cat <<'Z'
+$ORIGIN i7tls.test.
+$TTL 5
+@               SOA   ns.qremote.test. hostmaster.qremote.test. 1 60 60 600 5
+@               NS    ns.qremote.test.
+v1              A     127.0.7.1
+selfca          A     127.0.7.2
+ipmx            MX    10 127.0.0.201.
+ipmx6           MX    10 fd77::25.
+ipnext          MX    10 127.0.0.201.
+ipnext          MX    20 mx1.qremote.test.
+ipcname         MX    10 ipalias
+ipalias         CNAME 127.0.0.201.
+Z
+}
+
 _dns_zone_other() {
 	cat <<'Z'
 $ORIGIN other.test.
@@ -116,6 +135,9 @@ zone:
 zone:
 	name: "other.test"
 	zonefile: "$d/other.test.zone"
+zone:
+	name: "i7tls.test"
+	zonefile: "$d/i7tls.test.zone"
 C
 }
 
@@ -155,6 +177,9 @@ stub-zone:
 stub-zone:
 	name: "other.test."
 	stub-addr: $QREMOTE_NSD_ADDR
+stub-zone:
+	name: "i7tls.test."
+	stub-addr: $QREMOTE_NSD_ADDR
 # nsd does not serve servfail.test: it answers REFUSED, so unbound answers SERVFAIL.
 stub-zone:
 	name: "servfail.test."
@@ -177,6 +202,7 @@ dns_up() {
 	mkdir -p "$d.new"
 	_dns_zone_qremote >"$d.new/qremote.test.zone"
 	_dns_zone_other >"$d.new/other.test.zone"
+	_dns_zone_i7tls >"$d.new/i7tls.test.zone"
 	_dns_nsd_conf "$d" >"$d.new/nsd.conf"
 	_dns_unbound_conf "$d" >"$d.new/unbound.conf"
 	_dns_root_hints >"$d.new/root.hints"
@@ -193,6 +219,7 @@ dns_up() {
 		quiet "nsd.conf invalid" nsd-checkconf "$d/nsd.conf"
 		quiet "qremote.test zone invalid" nsd-checkzone qremote.test "$d/qremote.test.zone"
 		quiet "other.test zone invalid" nsd-checkzone other.test "$d/other.test.zone"
+		quiet "i7tls.test zone invalid" nsd-checkzone i7tls.test "$d/i7tls.test.zone"
 		quiet "unbound.conf invalid" unbound-checkconf "$d/unbound.conf"
 		local a
 		for a in "$QREMOTE_NSD_ADDR" "$QREMOTE_DNS_ADDR"; do

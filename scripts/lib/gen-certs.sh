@@ -19,6 +19,10 @@
 #   nointermediate  ECDSA nointermediate.qremote.test           by intermediate, leaf only sent
 #   tls12           RSA   tls12.qremote.test                    by intermediate, chain sent
 #   scripted        RSA   scripted.qremote.test                 by intermediate, chain sent (scripted peers)
+#   v1              RSA   CN=v1.i7tls.test only                 self-signed, X.509 version 1 (no
+#                                                               extensions: Debian's exim-gencert)
+#   selfca          ECDSA selfca.i7tls.test                     self-signed with CA:TRUE (OpenSSL 3's
+#                                                               `req -x509` default), SAN set
 #
 # Regenerated only when missing or when this file changes.
 
@@ -169,9 +173,27 @@ gen_certs() {
 		-key "$CERTS/selfsigned.key" -subj "/CN=selfsigned.qremote.test" -days 3650 -sha256 -out "$CERTS/selfsigned.pem"
 	cp "$CERTS/selfsigned.pem" "$CERTS/selfsigned-chain.pem"
 
+	# X.509 version 1, as `openssl x509 -req` without extensions (and exim-gencert) make.
+	_certs_key "$CERTS/v1.key" rsa
+	quiet "openssl req for v1 failed" \
+		openssl req -new -config "$CERTS/openssl.cnf" -key "$CERTS/v1.key" -subj "/CN=v1.i7tls.test" -out "$CERTS/v1.csr"
+	quiet "v1 certificate failed" \
+		openssl x509 -req -in "$CERTS/v1.csr" -key "$CERTS/v1.key" -days 3650 -sha256 -out "$CERTS/v1.pem"
+	rm -f "$CERTS/v1.csr"
+	openssl x509 -in "$CERTS/v1.pem" -noout -text | grep -q 'Version: 1 ' || die "v1.pem is not X.509 version 1"
+	cp "$CERTS/v1.pem" "$CERTS/v1-chain.pem"
+
+	# Self-signed with CA:TRUE, as qmail-tls admins pin them (OpenSSL 3 `req -x509` default).
+	_certs_key "$CERTS/selfca.key" ec
+	quiet "CA:TRUE self-signed leaf failed" openssl req -x509 -new -config "$CERTS/openssl.cnf" \
+		-key "$CERTS/selfca.key" -subj "/CN=selfca.i7tls.test" -days 3650 -sha256 \
+		-addext "basicConstraints=critical,CA:TRUE" -addext "subjectAltName=DNS:selfca.i7tls.test" \
+		-out "$CERTS/selfca.pem"
+	cp "$CERTS/selfca.pem" "$CERTS/selfca-chain.pem"
+
 	# What each listener sends: key, leaf, and the chain unless the case is "no intermediate".
 	local name
-	for name in mx1 expired future wrongname wild selfsigned unknownca tls12 scripted; do
+	for name in mx1 expired future wrongname wild selfsigned unknownca tls12 scripted v1 selfca; do
 		cat "$CERTS/$name.key" "$CERTS/$name-chain.pem" >"$CERTS/$name-postfix.pem"
 	done
 	cat "$CERTS/nointermediate.key" "$CERTS/nointermediate.pem" >"$CERTS/nointermediate-postfix.pem"
