@@ -215,6 +215,25 @@ impl Scripted {
         Scripted { addr, handle }
     }
 
+    /// A listener that must never be connected to; see [`Scripted::assert_untouched`].
+    pub fn untouched(addr: &str) -> Scripted {
+        let listener = TcpListener::bind(addr).unwrap_or_else(|e| panic!("bind {addr}: {e}"));
+        Scripted::serve(listener, 1, |_, mut c| {
+            let first = c.line();
+            assert_eq!(first, "SENTINEL", "the binary connected to a listener it must not reach");
+            c.transcript
+        })
+    }
+
+    /// Connects to an [`Scripted::untouched`] listener and asserts that this connection is the
+    /// first it accepts: the kernel queues connections in order, so one the binary made
+    /// earlier (even closed by now) would be accepted first.
+    pub fn assert_untouched(self) {
+        let mut s = TcpStream::connect(self.addr).unwrap();
+        s.write_all(b"SENTINEL\r\n").unwrap();
+        self.finish();
+    }
+
     /// The smtproutes relay text for this server.
     pub fn relay(&self) -> String {
         format!("[{}]:{}", self.addr.ip(), self.addr.port())

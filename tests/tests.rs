@@ -12,3 +12,4 @@ mod postfix;
 mod scripted;
 mod tls;
 mod tls_matrix;
+mod tls_names;

@@ -176,23 +176,6 @@ fn tls12_only_server_works() {
 }
 
 #[test]
-fn verify_refuses_an_ip_route() {
-    let server = Scripted::start(1, |_, c| {
-        c.ehlo(&["STARTTLS"]);
-        c.expect("STARTTLS");
-        c.send("220 go ahead\r\n");
-        c.drain();
-    });
-    home_for(&server, "verify")
-        .run("example.org", "a@b", &["x@example.org"], MSG)
-        .expect(
-            "Z",
-            "TLS with 127.0.0.1 failed: an [ip] route has no host name to verify. (#4.7.5)",
-        );
-    server.finish();
-}
-
-#[test]
 fn none_never_sends_starttls() {
     let server = Scripted::start(1, |_, c| {
         c.ehlo(&["STARTTLS"]);
