@@ -54,7 +54,8 @@ fn home_for(server: &Scripted, level: &str) -> QmailHome {
 
 #[test]
 fn not_offered_by_level() {
-    let server = Scripted::start(3, |_, c| {
+    // (An [ip] route at `verify` never connects: tests/tls_names.rs.)
+    let server = Scripted::start(2, |_, c| {
         c.ehlo(&[]);
         let l = c.line();
         if l.starts_with("MAIL") {
@@ -66,7 +67,7 @@ fn not_offered_by_level() {
     let may = home_for(&server, "may");
     may.run("example.org", "a@b", &["x@example.org"], MSG)
         .expect("rK", "TLS: none (STARTTLS not offered).");
-    for level in ["encrypt", "verify"] {
+    for level in ["encrypt"] {
         let home = home_for(&server, level);
         home.run("example.org", "a@b", &["x@example.org"], MSG).expect(
             "Z",
@@ -338,4 +339,124 @@ fn sni_is_the_relay_host_name() {
         "unverified: certificate chain does not lead to a trusted CA.",
     );
     server.finish();
+}
+
+/// Writes what `conn` has queued to `sock` one byte at a time, `gap` apart, as a peer that
+/// trickles its TLS records would. Returns whether all of it was written (the client may hang
+/// up first).
+fn trickle(conn: &mut rustls::ServerConnection, sock: &mut std::net::TcpStream) -> bool {
+    use std::io::Write;
+    let mut out = Vec::new();
+    while conn.wants_write() {
+        conn.write_tls(&mut out).unwrap();
+    }
+    for b in out {
+        if sock.write_all(&[b]).is_err() {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    true
+}
+
+/// A TLS handshake trickled one byte per 50 ms (about 40 s for the server's flight) must end
+/// with `timeoutremote` (2 s), not with 2 s for each read.
+#[test]
+fn trickled_handshake_ends_at_the_deadline() {
+    let cfg = server_config(false);
+    let server = Scripted::start_with(1, move |_, mut c| {
+        c.ehlo(&["STARTTLS"]);
+        c.expect("STARTTLS");
+        c.send("220 go ahead\r\n");
+        let mut sock = c.reader.into_inner();
+        let mut conn = rustls::ServerConnection::new(cfg.clone()).unwrap();
+        // Read the ClientHello, then trickle the whole answer.
+        while !conn.wants_write() {
+            if conn.read_tls(&mut sock).unwrap() == 0 {
+                break;
+            }
+            conn.process_new_packets().unwrap();
+        }
+        let complete = trickle(&mut conn, &mut sock);
+        assert!(!complete, "the client waited for the whole trickled handshake");
+        c.transcript
+    });
+    let home = home_for(&server, "encrypt");
+    home.control("timeoutremote", "2\n");
+    home.run("example.org", "a@b", &["x@example.org"], MSG)
+        .expect(
+            "Z",
+            "TLS with 127.0.0.1 failed: the handshake did not complete in time. (#4.7.5)",
+        );
+    server.finish();
+}
+
+/// After the handshake, an EHLO reply trickled inside one TLS record must still be complete
+/// within `timeoutremote`: rustls reads a whole record, and each socket read gets only the
+/// time left.
+#[test]
+fn trickled_reply_under_tls_ends_at_the_deadline() {
+    let cfg = server_config(false);
+    let server = Scripted::start_with(1, move |_, c| {
+        let t = upgrade(c, &["STARTTLS"], cfg.clone());
+        let mut stream = t.reader.into_inner();
+        while stream.conn.wants_write() {
+            stream.conn.write_tls(&mut stream.sock).unwrap();
+        }
+        let mut reply = String::new();
+        for i in 0..20 {
+            reply.push_str(&format!("250-keyword-number-{i}\r\n"));
+        }
+        reply.push_str("250 PIPELINING\r\n");
+        std::io::Write::write_all(&mut stream.conn.writer(), reply.as_bytes()).unwrap();
+        let complete = trickle(&mut stream.conn, &mut stream.sock);
+        assert!(!complete, "the client waited for the whole trickled reply");
+        t.transcript
+    });
+    let home = home_for(&server, "encrypt");
+    home.control("timeoutremote", "2\n");
+    let out = home.run("example.org", "a@b", &["x@example.org"], MSG);
+    out.expect("Z", "Connected to 127.0.0.1 but connection died. (#4.4.2)");
+    assert!(out.last().text.contains("\nTLS: TLSv1.3 with "), "{}", out.dump());
+    server.finish();
+}
+
+/// At `may`, a connection dropped in answer to STARTTLS, or an answer that is not SMTP, is
+/// treated like a failed handshake: plaintext on a new connection, said in the report. At
+/// `encrypt` it fails this address.
+#[test]
+fn starttls_answered_by_a_drop_or_garbage_retries_plaintext_at_may_only() {
+    for (case, why) in [
+        ("drop", "the connection died in answer to STARTTLS"),
+        ("garbage", "the answer to STARTTLS was not SMTP"),
+    ] {
+        let server = Scripted::start(3, move |i, c| {
+            c.ehlo(&["STARTTLS"]);
+            if i == 1 {
+                // The plaintext retry sends no STARTTLS, even when offered.
+                c.accept_mail();
+                return;
+            }
+            c.expect("STARTTLS");
+            if case == "garbage" {
+                c.send("this is not SMTP\r\n");
+                c.drain();
+            } else {
+                c.hang_up();
+            }
+        });
+        home_for(&server, "may")
+            .run("example.org", "a@b", &["x@example.org"], MSG)
+            .expect(
+                "rK",
+                &format!("TLS: none (TLS failed, retried in plaintext: {why})."),
+            );
+        let out = home_for(&server, "encrypt").run("example.org", "a@b", &["x@example.org"], MSG);
+        out.expect("Z", "Connected to 127.0.0.1 but ");
+        let transcripts = server.finish();
+        assert!(
+            !String::from_utf8_lossy(&transcripts[2]).contains("MAIL"),
+            "{case}: required TLS never ends in plaintext"
+        );
+    }
 }
