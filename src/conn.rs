@@ -83,7 +83,11 @@ fn limit_read(socket: &TcpStream, deadline: Instant) -> io::Result<()> {
 }
 
 /// Writes what rustls has queued (records, alerts), each socket write within the time left.
-fn flush_tls(conn: &mut ClientConnection, sock: &mut TcpStream, deadline: Instant) -> io::Result<()> {
+fn flush_tls(
+    conn: &mut ClientConnection,
+    sock: &mut TcpStream,
+    deadline: Instant,
+) -> io::Result<()> {
     while conn.wants_write() {
         limit_write(sock, deadline)?;
         match conn.write_tls(sock) {
@@ -98,7 +102,11 @@ fn flush_tls(conn: &mut ClientConnection, sock: &mut TcpStream, deadline: Instan
 
 /// One socket read into rustls, with the time left until `deadline`, and the processing of
 /// what it completed. A TLS error comes back as `InvalidData` wrapping the `rustls::Error`.
-fn read_tls_by(conn: &mut ClientConnection, sock: &mut TcpStream, deadline: Instant) -> io::Result<()> {
+fn read_tls_by(
+    conn: &mut ClientConnection,
+    sock: &mut TcpStream,
+    deadline: Instant,
+) -> io::Result<()> {
     flush_tls(conn, sock, deadline)?;
     loop {
         limit_read(sock, deadline)?;

@@ -269,10 +269,11 @@ fn upgrade(d: &mut Dialogue, policy: &Policy) -> Result<crate::tls::Session, Ste
     // figure for it; STARTTLS's own 5 minutes, capped by timeoutremote).
     let deadline = Instant::now() + stage_timeout(Stage::StartTls).min(d.job.cfg.timeout_remote);
     let upgraded = d.conn.upgrade(|tcp| {
-        tls.handshake(tcp, peer, policy, deadline).map(|(stream, s)| {
-            session = Some(s);
-            stream
-        })
+        tls.handshake(tcp, peer, policy, deadline)
+            .map(|(stream, s)| {
+                session = Some(s);
+                stream
+            })
     });
     match (upgraded, session) {
         (Ok(()), Some(session)) => {

@@ -220,7 +220,10 @@ impl Scripted {
         let listener = TcpListener::bind(addr).unwrap_or_else(|e| panic!("bind {addr}: {e}"));
         Scripted::serve(listener, 1, |_, mut c| {
             let first = c.line();
-            assert_eq!(first, "SENTINEL", "the binary connected to a listener it must not reach");
+            assert_eq!(
+                first, "SENTINEL",
+                "the binary connected to a listener it must not reach"
+            );
             c.transcript
         })
     }

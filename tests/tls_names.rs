@@ -78,7 +78,8 @@ fn mx_target_written_as_an_address_is_never_verified() {
         .run("ipmx.i7tls.test", "a@b", &["x@ipmx.i7tls.test"], MSG)
         .expect("Z", refused);
     // A CNAME to an address-like name does not resolve: no peer, no connection.
-    let out = dns_home(":verify\n").run("ipcname.i7tls.test", "a@b", &["x@ipcname.i7tls.test"], MSG);
+    let out =
+        dns_home(":verify\n").run("ipcname.i7tls.test", "a@b", &["x@ipcname.i7tls.test"], MSG);
     out.assert_clean();
     assert_ne!(out.last().letter, 'K', "{}", out.dump());
     // MX 10 127.0.0.201 refused without a connection, then MX 20 mx1.qremote.test, verified.

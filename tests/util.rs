@@ -260,7 +260,8 @@ pub fn debug_shape(report: &str) -> Option<String> {
             rest = &rest[at + word.len()..];
             let b = word.as_bytes();
             let camel = b.first().is_some_and(u8::is_ascii_uppercase)
-                && b.windows(2).any(|w| w[0].is_ascii_lowercase() && w[1].is_ascii_uppercase());
+                && b.windows(2)
+                    .any(|w| w[0].is_ascii_lowercase() && w[1].is_ascii_uppercase());
             let called = !word.is_empty() && after == Some('(');
             if camel || called {
                 return Some(word.to_string());

@@ -105,9 +105,10 @@ impl Tls {
         let mut stream = StreamOwned::new(conn, tcp);
         if let Err(e) = handshake_by(&mut stream, deadline) {
             let why = match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
-                Some(rustls::Error::InvalidCertificate(_)) => {
-                    verifier.outcome().err().unwrap_or_else(|| "certificate rejected".into())
-                }
+                Some(rustls::Error::InvalidCertificate(_)) => verifier
+                    .outcome()
+                    .err()
+                    .unwrap_or_else(|| "certificate rejected".into()),
                 Some(tls) => describe(tls),
                 None => io_failure(&e),
             };
@@ -174,7 +175,9 @@ fn io_failure(e: &io::Error) -> String {
         io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => {
             "the handshake did not complete in time".into()
         }
-        io::ErrorKind::UnexpectedEof => "the server closed the connection during the handshake".into(),
+        io::ErrorKind::UnexpectedEof => {
+            "the server closed the connection during the handshake".into()
+        }
         _ => "the connection died during the handshake".into(),
     }
 }

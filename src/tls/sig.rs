@@ -16,9 +16,19 @@ const BIT_STRING: u8 = 0x03;
 /// `[0] EXPLICIT Version` in a TBSCertificate (absent in version 1).
 const VERSION_TAG: u8 = 0xa0;
 
-/// One DER element: (tag, the whole element, its contents, the rest of `input`). Only
-/// single-byte tags and definite lengths up to 4 bytes: what certificates use.
-fn element(input: &[u8]) -> Option<(u8, &[u8], &[u8], &[u8])> {
+/// One DER element read from the front of some input.
+struct Der<'a> {
+    tag: u8,
+    /// The whole element, header included.
+    whole: &'a [u8],
+    contents: &'a [u8],
+    /// What follows the element.
+    rest: &'a [u8],
+}
+
+/// The DER element at the front of `input`. Only single-byte tags and definite lengths up to
+/// 4 bytes: what certificates use. Every length is checked against what is there.
+fn element(input: &[u8]) -> Option<Der<'_>> {
     let (&tag, rest) = input.split_first()?;
     let (&first, rest) = rest.split_first()?;
     let (len, rest) = if first < 0x80 {
@@ -37,46 +47,41 @@ fn element(input: &[u8]) -> Option<(u8, &[u8], &[u8], &[u8])> {
     }
     let (contents, after) = rest.split_at(len);
     let whole = input.get(..input.len() - after.len())?;
-    Some((tag, whole, contents, after))
+    Some(Der {
+        tag,
+        whole,
+        contents,
+        rest: after,
+    })
 }
 
 /// The DER SubjectPublicKeyInfo (whole SEQUENCE) of an X.509 certificate of any version.
 pub fn spki(cert: &[u8]) -> Option<&[u8]> {
-    let (SEQUENCE, _, certificate, _) = element(cert)? else {
-        return None;
-    };
-    let (SEQUENCE, _, tbs, _) = element(certificate)? else {
-        return None;
-    };
+    let certificate = sequence(cert)?.contents;
+    let tbs = sequence(certificate)?.contents;
     let mut rest = tbs;
     if rest.first() == Some(&VERSION_TAG) {
-        rest = element(rest)?.3;
+        rest = element(rest)?.rest;
     }
     // serialNumber, signature, issuer, validity, subject: skipped.
     for _ in 0..5 {
-        rest = element(rest)?.3;
+        rest = element(rest)?.rest;
     }
-    match element(rest)? {
-        (SEQUENCE, whole, _, _) => Some(whole),
-        _ => None,
-    }
+    sequence(rest).map(|d| d.whole)
+}
+
+fn sequence(input: &[u8]) -> Option<Der<'_>> {
+    element(input).filter(|d| d.tag == SEQUENCE)
 }
 
 /// Splits a SubjectPublicKeyInfo into the contents of its AlgorithmIdentifier (the form of
 /// [`SignatureVerificationAlgorithm::public_key_alg_id`]) and the key bits.
 fn split_spki(spki: &[u8]) -> Option<(&[u8], &[u8])> {
-    let (SEQUENCE, _, inner, _) = element(spki)? else {
-        return None;
-    };
-    let (SEQUENCE, _, alg, rest) = element(inner)? else {
-        return None;
-    };
-    let (BIT_STRING, _, bits, _) = element(rest)? else {
-        return None;
-    };
+    let alg = sequence(sequence(spki)?.contents)?;
+    let bits = element(alg.rest).filter(|d| d.tag == BIT_STRING)?;
     // The first byte counts unused bits: keys are whole bytes.
-    match bits.split_first()? {
-        (0, key) => Some((alg, key)),
+    match bits.contents.split_first()? {
+        (0, key) => Some((alg.contents, key)),
         _ => None,
     }
 }
