@@ -133,10 +133,13 @@ pub fn handshake_by(
     deadline: Instant,
 ) -> io::Result<()> {
     while stream.conn.is_handshaking() {
-        if stream.conn.wants_read() {
+        if stream.conn.wants_write() {
+            flush_tls(&mut stream.conn, &mut stream.sock, deadline)?;
+        } else if stream.conn.wants_read() {
             read_tls_by(&mut stream.conn, &mut stream.sock, deadline)?;
         } else {
-            flush_tls(&mut stream.conn, &mut stream.sock, deadline)?;
+            // Cannot happen with rustls; never spin if it does.
+            return Err(io::ErrorKind::InvalidData.into());
         }
     }
     flush_tls(&mut stream.conn, &mut stream.sock, deadline)

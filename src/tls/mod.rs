@@ -80,7 +80,7 @@ impl Tls {
         )?);
         let builder = ClientConfig::builder_with_provider(self.provider.clone())
             .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?
+            .map_err(|e| describe(&e))?
             .dangerous()
             .with_custom_certificate_verifier(verifier.clone());
         let mut note = String::new();
@@ -88,7 +88,13 @@ impl Tls {
             Ok(Some((chain, key))) => match builder.clone().with_client_auth_cert(chain, key) {
                 Ok(c) => c,
                 Err(e) => {
-                    note = format!("; control/clientcert.pem not used: {e}");
+                    let why = match e {
+                        rustls::Error::InconsistentKeys(_) => {
+                            "its key does not match its certificate".to_string()
+                        }
+                        _ => "its key cannot be used for TLS".to_string(),
+                    };
+                    note = format!("; control/clientcert.pem not used: {why}");
                     builder.with_no_client_auth()
                 }
             },
@@ -222,5 +228,47 @@ impl fmt::Display for Session {
             Verified::No(why) => write!(f, "unverified: {why}")?,
         }
         write!(f, "{}.", self.note)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer(name: &str) -> Peer {
+        Peer {
+            name: name.as_bytes().to_vec(),
+            ip: [127, 0, 0, 201].into(),
+            port: 25,
+            pref: 10,
+            relay: false,
+        }
+    }
+
+    #[test]
+    fn only_dns_names_are_host_names() {
+        for address in [
+            "127.0.0.201",
+            "127.0.0.201.",
+            "::1",
+            "fd77::25.",
+            "[192.0.2.1]",
+            "[IPv6:2001:db8::1]",
+            "IPv6:::1",
+        ] {
+            let why = host_name(&peer(address), "verify").unwrap_err();
+            assert!(why.contains("is an IP address"), "{address}: {why}");
+        }
+        assert!(
+            host_name(&peer(""), "verify")
+                .unwrap_err()
+                .contains("[ip] route")
+        );
+        assert!(host_name(&peer("fe80::1%lo"), "verify").is_err());
+        assert!(host_name(&peer("a b"), "verify").is_err());
+        assert!(matches!(
+            host_name(&peer("mx.example."), "verify"),
+            Ok(ServerName::DnsName(_))
+        ));
     }
 }
