@@ -466,3 +466,50 @@ fn starttls_answered_by_a_drop_or_garbage_retries_plaintext_at_may_only() {
         );
     }
 }
+
+/// A server that shows a certificate but signs the handshake with another key is refused at
+/// every level that uses TLS: possession of the certificate's key is never optional.
+#[test]
+fn handshake_signed_with_another_key_is_refused() {
+    let shown = rcgen::generate_simple_self_signed(vec!["shown.qremote.test".to_string()]).unwrap();
+    let other = rcgen::KeyPair::generate().unwrap();
+    let key = rustls::crypto::ring::sign::any_supported_type(&PrivateKeyDer::Pkcs8(
+        PrivatePkcs8KeyDer::from(other.serialize_der()),
+    ))
+    .unwrap();
+    let certified =
+        rustls::sign::CertifiedKey::new(vec![CertificateDer::from(shown.cert.der().to_vec())], key);
+    for tls12 in [false, true] {
+        let versions: &[&rustls::SupportedProtocolVersion] = if tls12 {
+            &[&rustls::version::TLS12]
+        } else {
+            &[&rustls::version::TLS13]
+        };
+        let cfg = Arc::new(
+            ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_protocol_versions(versions)
+                .unwrap()
+                .with_no_client_auth()
+                .with_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(
+                    certified.clone(),
+                ))),
+        );
+        let server = Scripted::start_with(1, move |_, mut c| {
+            c.ehlo(&["STARTTLS"]);
+            c.expect("STARTTLS");
+            c.send("220 go ahead\r\n");
+            let mut t = c.starttls(cfg.clone());
+            // The client refuses during the handshake: nothing more comes.
+            t.drain();
+            t.transcript
+        });
+        home_for(&server, "encrypt")
+            .run("example.org", "a@b", &["x@example.org"], MSG)
+            .expect(
+                "Z",
+                "TLS with 127.0.0.1 failed: the server's handshake signature does not match its \
+                 certificate (it lacks the key). (#4.7.5)",
+            );
+        server.finish();
+    }
+}

@@ -111,11 +111,7 @@ impl Tls {
         let mut stream = StreamOwned::new(conn, tcp);
         if let Err(e) = handshake_by(&mut stream, deadline) {
             let why = match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
-                Some(rustls::Error::InvalidCertificate(_)) => verifier
-                    .outcome()
-                    .err()
-                    .unwrap_or_else(|| "certificate rejected".into()),
-                Some(tls) => describe(tls),
+                Some(tls) => verifier.refusal().unwrap_or_else(|| describe(tls)),
                 None => io_failure(&e),
             };
             let ciphers = if control::exists("tlsclientciphers") {

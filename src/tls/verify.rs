@@ -2,6 +2,7 @@
 //! file, and the [`Recorder`] verifier, which checks with each source in turn, records the
 //! result for the report, and refuses the handshake only when the level requires it.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use rustls::client::WebPkiServerVerifier;
@@ -61,7 +62,13 @@ pub struct Recorder {
     /// Why the peer cannot be verified whatever it presents (no host name), if so.
     no_name: Option<String>,
     result: Mutex<Option<Result<String, String>>>,
+    /// Set when the handshake signature did not verify against the presented leaf.
+    forged: AtomicBool,
 }
+
+/// Why the handshake failed when the peer's signature was not made with its certificate's key.
+pub const FORGED: &str =
+    "the server's handshake signature does not match its certificate (it lacks the key)";
 
 impl Recorder {
     pub fn new(
@@ -118,7 +125,30 @@ impl Recorder {
             enforce: policy.level == Level::Verify,
             no_name,
             result: Mutex::new(None),
+            forged: AtomicBool::new(false),
         })
+    }
+
+    /// Why the verifier made the handshake fail, if it did: a forged handshake signature, or
+    /// (when verification is enforced) the certificate.
+    pub fn refusal(&self) -> Option<String> {
+        if self.forged.load(Ordering::Relaxed) {
+            return Some(FORGED.into());
+        }
+        match self.result.lock().ok().and_then(|r| r.clone()) {
+            Some(Err(why)) if self.enforce => Some(why),
+            _ => None,
+        }
+    }
+
+    fn signature(
+        &self,
+        checked: Result<HandshakeSignatureValid, rustls::Error>,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        if checked.is_err() {
+            self.forged.store(true, Ordering::Relaxed);
+        }
+        checked
     }
 
     pub fn outcome(&self) -> Result<String, String> {
@@ -222,7 +252,7 @@ impl ServerCertVerifier for Recorder {
         c: &CertificateDer<'_>,
         d: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        sig::verify_tls12(m, c, d, &self.algs)
+        self.signature(sig::verify_tls12(m, c, d, &self.algs))
     }
 
     fn verify_tls13_signature(
@@ -231,7 +261,7 @@ impl ServerCertVerifier for Recorder {
         c: &CertificateDer<'_>,
         d: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        sig::verify_tls13(m, c, d, &self.algs)
+        self.signature(sig::verify_tls13(m, c, d, &self.algs))
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
