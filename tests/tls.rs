@@ -358,6 +358,16 @@ fn trickle(conn: &mut rustls::ServerConnection, sock: &mut std::net::TcpStream) 
     true
 }
 
+/// The 2 s deadline held: the run ended long before the trickle (25 s and more) could have
+/// completed, with room for a slow machine.
+fn assert_deadline_held(started: std::time::Instant) {
+    let took = started.elapsed();
+    assert!(
+        took < std::time::Duration::from_secs(12),
+        "the delivery took {took:?} with timeoutremote 2"
+    );
+}
+
 /// A TLS handshake trickled one byte per 50 ms (about 40 s for the server's flight) must end
 /// with `timeoutremote` (2 s), not with 2 s for each read.
 #[test]
@@ -385,11 +395,13 @@ fn trickled_handshake_ends_at_the_deadline() {
     });
     let home = home_for(&server, "encrypt");
     home.control("timeoutremote", "2\n");
+    let started = std::time::Instant::now();
     home.run("example.org", "a@b", &["x@example.org"], MSG)
         .expect(
             "Z",
             "TLS with 127.0.0.1 failed: the handshake did not complete in time. (#4.7.5)",
         );
+    assert_deadline_held(started);
     server.finish();
 }
 
@@ -417,7 +429,9 @@ fn trickled_reply_under_tls_ends_at_the_deadline() {
     });
     let home = home_for(&server, "encrypt");
     home.control("timeoutremote", "2\n");
+    let started = std::time::Instant::now();
     let out = home.run("example.org", "a@b", &["x@example.org"], MSG);
+    assert_deadline_held(started);
     out.expect("Z", "Connected to 127.0.0.1 but connection died. (#4.4.2)");
     assert!(
         out.last().text.contains("\nTLS: TLSv1.3 with "),
