@@ -3,13 +3,21 @@
 # unbound (the recursive resolver the program is pointed at) on 127.0.0.54, which reaches
 # nsd through stub zones and nothing else. Sourced after common.sh.
 
-_dns_zone_qremote() {
-	local i name letters=abcdefghijklmnopqrstuvwxyzabcdefghijklmn # 40 letters
+# The opening of every test zone: origin, TTL, SOA and NS (nsd on ns.qremote.test).
+_dns_zone_head() {
+	# shellcheck disable=SC2016 # a literal $ORIGIN
+	printf '$ORIGIN %s.\n' "$1"
 	cat <<'Z'
-$ORIGIN qremote.test.
 $TTL 5
 @               SOA   ns.qremote.test. hostmaster.qremote.test. 1 60 60 600 5
 @               NS    ns.qremote.test.
+Z
+}
+
+_dns_zone_qremote() {
+	local i name letters=abcdefghijklmnopqrstuvwxyzabcdefghijklmn # 40 letters
+	_dns_zone_head qremote.test
+	cat <<'Z'
 ns              A     127.0.0.53
 
 ; Hosts: one Postfix listener each (scripts/lib/postfix.sh).
@@ -79,11 +87,8 @@ Z
 # Issue 7's TLS cases: Postfix listeners with unusual certificates, and MX targets that are IP
 # addresses written as names (a scripted peer listens on 127.0.0.201, tests/tls_names.rs).
 _dns_zone_i7tls() {
+	_dns_zone_head i7tls.test
 	cat <<'Z'
-$ORIGIN i7tls.test.
-$TTL 5
-@               SOA   ns.qremote.test. hostmaster.qremote.test. 1 60 60 600 5
-@               NS    ns.qremote.test.
 v1              A     127.0.7.1
 selfca          A     127.0.7.2
 ipmx            MX    10 127.0.0.201.
@@ -96,11 +101,8 @@ Z
 }
 
 _dns_zone_other() {
+	_dns_zone_head other.test
 	cat <<'Z'
-$ORIGIN other.test.
-$TTL 5
-@               SOA   ns.qremote.test. hostmaster.qremote.test. 1 60 60 600 5
-@               NS    ns.qremote.test.
 c2              MX    10 mx1.qremote.test.
 Z
 }
