@@ -16,8 +16,8 @@ use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureSc
 use super::{Anchors, Level, Policy, sig};
 use crate::control;
 
-/// The certificates of a trust file, and a store of those usable as trust anchors (a v1
-/// certificate is not, for webpki, but can still be pinned: see [`is_pinned`]).
+/// The certificates of a trust file, and a store of those webpki can use as trust anchors.
+/// A certificate it cannot use as an anchor can still be pinned (see [`is_pinned`]).
 fn roots_from_file(path: &str) -> Result<(RootCertStore, Vec<CertificateDer<'static>>), String> {
     let mut roots = RootCertStore::empty();
     let certs: Vec<_> = CertificateDer::pem_file_iter(path)
@@ -269,15 +269,20 @@ impl ServerCertVerifier for Recorder {
     }
 }
 
-/// A certificate problem in words an admin understands (never Rust's Debug text).
+/// A verification failure for `name` in words an admin understands.
 fn describe_cert(e: &rustls::Error, name: &ServerName<'_>) -> String {
-    let shown = match name {
-        ServerName::DnsName(d) => d.as_ref().to_string(),
-        _ => "the peer".to_string(),
-    };
-    let rustls::Error::InvalidCertificate(c) = e else {
-        return describe(e);
-    };
+    match (e, name) {
+        (rustls::Error::InvalidCertificate(c), ServerName::DnsName(d)) => {
+            cert_problem(c, d.as_ref())
+        }
+        (rustls::Error::InvalidCertificate(c), _) => cert_problem(c, "the peer"),
+        _ => describe(e),
+    }
+}
+
+/// A certificate problem in words an admin understands (never Rust's Debug text); `shown` is
+/// the name the certificate was checked against.
+fn cert_problem(c: &CertificateError, shown: &str) -> String {
     match c {
         CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
             "certificate has expired".into()
@@ -357,7 +362,7 @@ pub fn describe(e: &rustls::Error) -> String {
             }
             _ => "the server's TLS lacks something this client requires".into(),
         },
-        rustls::Error::InvalidCertificate(_) => describe_cert(e, &ServerName::from(IP_UNSPEC)),
+        rustls::Error::InvalidCertificate(c) => cert_problem(c, "the peer"),
         rustls::Error::NoCertificatesPresented => "the server sent no certificate".into(),
         rustls::Error::InvalidMessage(_)
         | rustls::Error::InappropriateMessage { .. }
@@ -372,8 +377,6 @@ pub fn describe(e: &rustls::Error) -> String {
     };
     format!("handshake failed: {why}")
 }
-
-const IP_UNSPEC: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED);
 
 /// "HandshakeFailure" -> "handshake failure".
 fn words(camel: &str) -> String {
