@@ -145,7 +145,9 @@ impl Recorder {
         &self,
         checked: Result<HandshakeSignatureValid, rustls::Error>,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        if checked.is_err() {
+        // Only a signature that does not verify is a forgery; an unreadable certificate or an
+        // unadvertised scheme keeps its own description.
+        if let Err(rustls::Error::InvalidCertificate(CertificateError::BadSignature)) = checked {
             self.forged.store(true, Ordering::Relaxed);
         }
         checked
