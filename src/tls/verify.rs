@@ -1,6 +1,8 @@
 //! Certificate verification: trust anchors from webpki roots, `control/tlsca` or a qmail-tls
-//! file, and the [`Recorder`] verifier, which checks with each source in turn, records the
-//! result for the report, and refuses the handshake only when the level requires it.
+//! file, pinned certificates ([`is_pinned`]), and the [`Recorder`] verifier, which checks with
+//! each source in turn, records the result for the report, and refuses the handshake only when
+//! the level requires it. Handshake signatures are checked by [`super::sig`], and every failure
+//! is put in words by [`describe`].
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
