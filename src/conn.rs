@@ -271,9 +271,13 @@ impl Conn {
     }
 
     /// Reads one complete (possibly multi-line) reply, which must be complete within `limit`.
-    pub fn read_reply(&mut self, limit: Duration) -> Result<Reply, ReadError> {
+    /// `builder` decides how much of its text is kept.
+    pub fn read_reply(
+        &mut self,
+        limit: Duration,
+        mut builder: ReplyBuilder,
+    ) -> Result<Reply, ReadError> {
         let deadline = Instant::now() + limit;
-        let mut builder = ReplyBuilder::default();
         let mut line = Vec::with_capacity(128);
         let mut budget = MAX_BYTES;
         loop {

@@ -1,7 +1,8 @@
 //! The qmail home and the control files, read once before any network I/O. Reading follows
 //! qmail's `control.c`: a missing file means the default, an unreadable one defers the message,
 //! trailing white space is stripped, and in list files blank lines and `#` lines are skipped.
-//! Unlike stock, a trailing CR (DOS line ends) is stripped too, and bad numbers are errors.
+//! Unlike stock, a trailing CR (DOS line ends) is stripped too. Numbers are read as stock's
+//! `scan_ulong` reads them: the leading digits count and the rest of the line is ignored.
 
 use std::io::{self, Read};
 use std::net::IpAddr;
@@ -26,6 +27,16 @@ pub const CONTROLS: &[(&str, &str, &str)] = &[
         "timeoutremote",
         "1200",
         "seconds to wait for each read or write",
+    ),
+    (
+        "mxaddresslimit",
+        "5",
+        "most distinct addresses tried per delivery (0: no limit)",
+    ),
+    (
+        "mxsessionlimit",
+        "2",
+        "most sessions with a 220 greeting per delivery (0: no limit)",
     ),
     (
         "outgoingip",
@@ -111,6 +122,10 @@ pub struct Config {
     pub timeout_remote: Duration,
     pub outgoing: Vec<IpAddr>,
     pub addr_pref: AddrPref,
+    /// Most distinct addresses on the list of peers to try; 0 for no limit.
+    pub mx_address_limit: usize,
+    /// Most sessions that got a 220 greeting; 0 for no limit.
+    pub mx_session_limit: usize,
 }
 
 /// Finds the qmail home and makes it the working directory, as qmail-remote's first act.
@@ -190,16 +205,34 @@ pub fn read_line(name: &str) -> Result<Option<Vec<u8>>, Failure> {
     }))
 }
 
+/// The number at the start of `text`, as qmail's `scan_ulong` reads it: the leading digits,
+/// whatever follows them (`25 # comment` is 25). `None` without a leading digit. Saturates
+/// instead of wrapping around.
+pub fn number_prefix(text: &[u8]) -> Option<u64> {
+    let digits = text.iter().take_while(|b| b.is_ascii_digit()).count();
+    let digits = text.get(..digits).filter(|d| !d.is_empty())?;
+    Some(digits.iter().fold(0u64, |n, &d| {
+        n.saturating_mul(10).saturating_add(u64::from(d - b'0'))
+    }))
+}
+
+/// A one-line numeric file, read as stock's `control_readint`: the leading digits of the first
+/// line; an absent file, or a line that does not start with a digit, means the default.
+fn read_number(name: &'static str, default: u64) -> Result<u64, Failure> {
+    let line = read_line(name)?;
+    Ok(line
+        .and_then(|l| number_prefix(l.trim_ascii_start()))
+        .unwrap_or(default))
+}
+
 fn read_seconds(name: &'static str, default: u64) -> Result<Duration, Failure> {
-    let Some(line) = read_line(name)? else {
-        return Ok(Duration::from_secs(default));
-    };
-    let secs = std::str::from_utf8(&line)
-        .ok()
-        .and_then(|s| s.trim().parse::<u64>().ok())
-        .ok_or_else(|| syntax(name, 1, "not a number of seconds"))?;
+    let secs = read_number(name, default)?;
     // 0 would mean "no timeout" to the socket layer; qmail's 0 times out at once. Use 1 s.
     Ok(Duration::from_secs(secs.clamp(1, 86_400)))
+}
+
+fn read_limit(name: &'static str, default: u64) -> Result<usize, Failure> {
+    Ok(usize::try_from(read_number(name, default)?).unwrap_or(usize::MAX))
 }
 
 pub fn syntax(file: &'static str, line: usize, what: &str) -> Failure {
@@ -216,9 +249,15 @@ fn read_outgoing() -> Result<Vec<IpAddr>, Failure> {
     };
     let mut out: Vec<IpAddr> = Vec::new();
     for (n, line) in lines(&data) {
-        let ip: IpAddr = std::str::from_utf8(line)
+        // The first word is the address; the rest of the line (a comment, say) is ignored, as
+        // the outgoingip patches' ip_scan ignores what follows the address.
+        let word = line
+            .split(|b| b.is_ascii_whitespace())
+            .find(|w| !w.is_empty())
+            .unwrap_or_default();
+        let ip: IpAddr = std::str::from_utf8(word)
             .ok()
-            .and_then(|s| s.trim().parse().ok())
+            .and_then(|s| s.parse().ok())
             .ok_or_else(|| syntax("outgoingip", n, "not an IP address"))?;
         if ip.is_unspecified() {
             continue;
@@ -282,6 +321,8 @@ impl Config {
             timeout_remote: read_seconds("timeoutremote", 1200)?,
             outgoing: read_outgoing()?,
             addr_pref: read_addr_pref()?,
+            mx_address_limit: read_limit("mxaddresslimit", 5)?,
+            mx_session_limit: read_limit("mxsessionlimit", 2)?,
         })
     }
 }
@@ -289,6 +330,17 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn numbers_are_read_as_scan_ulong_reads_them() {
+        assert_eq!(number_prefix(b"25"), Some(25));
+        assert_eq!(number_prefix(b"25 # comment"), Some(25));
+        assert_eq!(number_prefix(b"30s"), Some(30));
+        assert_eq!(number_prefix(b"0"), Some(0));
+        assert_eq!(number_prefix(b"x25"), None);
+        assert_eq!(number_prefix(b""), None);
+        assert_eq!(number_prefix(b"99999999999999999999999"), Some(u64::MAX));
+    }
 
     #[test]
     fn lines_skip_comments_blank_and_strip_crlf() {

@@ -9,7 +9,8 @@ use std::io::{self, BufRead, BufReader, Read};
 /// Facts about the message gathered before connecting.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Scan {
-    /// Size as sent, without dot-stuffing (for `SIZE=`).
+    /// Size as the encoder sends it, counted as RFC 1870 section 3 says: every line end is one
+    /// CR LF pair, neither the doubled dots nor the final dot count (for `SIZE=`).
     pub size: u64,
     pub eight_bit: bool,
     /// The last byte is neither LF nor CR.
@@ -29,7 +30,15 @@ pub fn scan(input: impl Read) -> io::Result<Scan> {
             Err(e) => return Err(e),
         };
         let Some(&end) = chunk.last() else { break };
-        s.size += chunk.len() as u64 + memchr::memchr_iter(b'\n', chunk).count() as u64;
+        // Each CR and each LF is a line end sent as CR LF, except the LF of a CR LF pair
+        // (which may straddle two chunks): bytes + CRs + LFs - 2 * pairs.
+        let crs = memchr::memchr_iter(b'\r', chunk).count() as u64;
+        let lfs = memchr::memchr_iter(b'\n', chunk).count() as u64;
+        let mut pairs = memchr::memmem::find_iter(chunk, b"\r\n").count() as u64;
+        if last == b'\r' && chunk.first() == Some(&b'\n') {
+            pairs += 1;
+        }
+        s.size += chunk.len() as u64 + crs + lfs - 2 * pairs;
         s.eight_bit |= !chunk.is_ascii();
         last = end;
         let n = chunk.len();
@@ -176,6 +185,37 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// The declared size is the encoder's output without the final dot and the doubled dots,
+    /// whatever the line ends, over every short input and every split into two reads.
+    #[test]
+    fn scan_size_is_the_encoded_size() {
+        let alphabet = [b'.', b'\r', b'\n', b'a'];
+        for len in 0..=7u32 {
+            for mut k in 0..4usize.pow(len) {
+                let mut input = Vec::new();
+                for _ in 0..len {
+                    input.push(alphabet[k % 4]);
+                    k /= 4;
+                }
+                if !matches!(input.last(), None | Some(b'\n' | b'\r')) {
+                    continue; // partial final lines are refused before SIZE matters
+                }
+                let out = enc(&input);
+                let stuffed = [b"\r\n", &out[..]].concat();
+                let doubled = stuffed.windows(3).filter(|w| w == b"\n..").count();
+                let want = (out.len() - 3 - doubled) as u64;
+                for cut in 0..=input.len() {
+                    let reader = (&input[..cut]).chain(&input[cut..]);
+                    // BufReader reads each part of the chain on its own.
+                    let got = scan(reader).unwrap().size;
+                    assert_eq!(got, want, "{input:?} split at {cut}");
+                }
+            }
+        }
+        // The report of issue 7: ten `aaaa CR LF` lines are 60 bytes, not 70.
+        assert_eq!(scan(&b"aaaa\r\n".repeat(10)[..]).unwrap().size, 60);
     }
 
     #[test]

@@ -36,8 +36,8 @@ use message::Message;
 use report::{Report, Reporter};
 use session::{Job, Outcome};
 
-/// Set just before the final dot is written, cleared when its reply is read: a crash in
-/// between must say "Possible duplicate!".
+/// Set once the block with the final dot has been written, cleared when its reply is read: a
+/// crash in between must say "Possible duplicate!".
 pub static CRITICAL: AtomicBool = AtomicBool::new(false);
 
 /// Turns any panic into a `Z` report and exit 0 (exit 101 would make qmail-rspawn bounce).
@@ -81,12 +81,19 @@ fn deliver(args: Vec<OsString>, reporter: &mut Reporter) -> Result<Report, Failu
         env: &env,
         msg: &mut msg,
         tls: &tls,
+        greeted: 0,
     };
     let mut last: Option<(Failure, Option<String>)> = None;
     for peer in &peers {
+        // Postfix's smtp_mx_session_limit: servers that greeted us and still did not take the
+        // message are enough for one attempt (route::peers bounds the addresses).
+        if cfg.mx_session_limit > 0 && job.greeted >= cfg.mx_session_limit {
+            break;
+        }
         if tcpto::should_skip(peer.ip) {
             continue;
         }
+        let greeted_before = job.greeted;
         let policy = tls.policy(peer, &env.host);
         if let Some(why) = tls.unverifiable(peer, &policy) {
             // Nothing this peer could say would make it verifiable: refuse without a
@@ -121,6 +128,9 @@ fn deliver(args: Vec<OsString>, reporter: &mut Reporter) -> Result<Report, Failu
                 Outcome::RetryPlain(why) => tls_failed = Some(why),
             }
         }
+        // The plaintext retry after a failed handshake at `may` is the same attempt: one
+        // address, one session.
+        job.greeted = job.greeted.min(greeted_before + 1);
     }
     let (failure, tls_line) = last.unwrap_or((Failure::NoConnection, None));
     let mut report = failure.report();

@@ -34,7 +34,8 @@ impl Message {
     }
 
     /// Streams the encoded message (with the final dot) to `sink` in large blocks. `last` is
-    /// called just before the block holding the final dot is written.
+    /// called once the block holding the final dot has been written: only a dot that reached
+    /// the socket can have been accepted (a failed write is a plain "connection died").
     pub fn send(
         &mut self,
         mut sink: impl FnMut(&[u8]) -> io::Result<()>,
@@ -54,8 +55,9 @@ impl Message {
             };
             if chunk.is_empty() {
                 enc.finish(&mut out);
+                sink(&out).map_err(|_| SendError::Write)?;
                 last();
-                return sink(&out).map_err(|_| SendError::Write);
+                return Ok(());
             }
             enc.encode(chunk, &mut out);
             let n = chunk.len();

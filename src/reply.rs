@@ -9,7 +9,8 @@ pub const MAX_LINES: usize = 1000;
 /// Most bytes one reply may have, all lines together.
 pub const MAX_BYTES: usize = 1 << 20;
 
-/// A complete reply: its code and up to [`MAX_SAID`] bytes of its lines, each ending in LF.
+/// A complete reply: its code and its lines, each ending in LF: up to [`MAX_SAID`] bytes of
+/// them, or all of them (up to [`MAX_BYTES`]) when read with [`ReplyBuilder::whole`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Reply {
     pub code: u16,
@@ -19,6 +20,16 @@ pub struct Reply {
 impl Reply {
     pub fn is_positive(&self) -> bool {
         self.code < 400
+    }
+
+    /// Cuts the text to what a reply read for reports keeps ([`MAX_SAID`] bytes, the last kept
+    /// line ending in LF), as if it had been read that way.
+    pub fn capped(mut self) -> Reply {
+        if self.text.len() > MAX_SAID {
+            self.text.truncate(MAX_SAID - 1);
+            self.text.push(b'\n');
+        }
+        self
     }
 
     /// qmail's `Remote host said: ` followed by the stored lines.
@@ -48,15 +59,39 @@ impl Reply {
 }
 
 /// Accumulates the lines of one reply.
-#[derive(Default)]
 pub struct ReplyBuilder {
     code: Option<u16>,
     text: Vec<u8>,
+    /// How many bytes of text to keep.
+    keep: usize,
     lines: usize,
     bytes: usize,
 }
 
+impl Default for ReplyBuilder {
+    /// Keeps what a report shows: [`MAX_SAID`] bytes, as stock qmail's `HUGESMTPTEXT`.
+    fn default() -> Self {
+        ReplyBuilder::keeping(MAX_SAID)
+    }
+}
+
 impl ReplyBuilder {
+    fn keeping(keep: usize) -> ReplyBuilder {
+        ReplyBuilder {
+            code: None,
+            text: Vec::new(),
+            keep,
+            lines: 0,
+            bytes: 0,
+        }
+    }
+
+    /// Keeps every line (the reply is still bounded by [`MAX_LINES`] and [`MAX_BYTES`]): for
+    /// EHLO, whose keywords may come after a first line longer than a report keeps.
+    pub fn whole() -> ReplyBuilder {
+        ReplyBuilder::keeping(MAX_BYTES)
+    }
+
     /// Feeds one line (with or without its CR LF). Returns the reply when the line was the last.
     pub fn push_line(&mut self, raw: &[u8]) -> Result<Option<Reply>, &'static str> {
         self.lines += 1;
@@ -75,7 +110,7 @@ impl ReplyBuilder {
             return Err("lines of one reply have different codes");
         }
         self.code = Some(code);
-        let room = MAX_SAID.saturating_sub(self.text.len());
+        let room = self.keep.saturating_sub(self.text.len());
         if room > 0 {
             let kept = line.get(..room.saturating_sub(1)).unwrap_or(line);
             self.text.extend(kept.iter().filter(|&&b| b != b'\r'));
@@ -85,7 +120,7 @@ impl ReplyBuilder {
             return Ok(None);
         }
         let text = std::mem::take(&mut self.text);
-        *self = ReplyBuilder::default();
+        *self = ReplyBuilder::keeping(self.keep);
         Ok(Some(Reply { code, text }))
     }
 }
@@ -152,6 +187,21 @@ mod tests {
         let r = parse(&input).unwrap().unwrap();
         assert!(r.text.len() <= MAX_SAID);
         assert_eq!(r.code, 250);
+    }
+
+    #[test]
+    fn whole_replies_keep_every_line_and_cap_like_the_default() {
+        let mut input = b"250-".to_vec();
+        input.extend(std::iter::repeat_n(b'x', 6000));
+        input.extend_from_slice(b"\r\n250 STARTTLS\r\n");
+        let mut b = ReplyBuilder::whole();
+        let mut got = None;
+        for line in input.split_inclusive(|&c| c == b'\n') {
+            got = b.push_line(line).unwrap();
+        }
+        let whole = got.unwrap();
+        assert!(whole.text.ends_with(b"\n250 STARTTLS\n"));
+        assert_eq!(whole.capped(), parse(&input).unwrap().unwrap());
     }
 
     #[test]

@@ -1,6 +1,9 @@
 //! From the recipient domain to an ordered list of peers: smtproutes first, then MX (with
 //! CNAME-tolerant lookups, implicit MX and null MX), equal preferences shuffled, address
 //! families ordered by `control/addresspreference`, and qmail's "MX points back to me" cut.
+//! The list is then bounded as Postfix bounds it: each address once, and at most
+//! `control/mxaddresslimit` addresses, so that no DNS answer can make one delivery try
+//! hundreds of hosts.
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
@@ -59,6 +62,21 @@ fn order(mut ips: Vec<IpAddr>, pref: AddrPref) -> Vec<IpAddr> {
 }
 
 pub fn peers(cfg: &Config, host: &[u8]) -> Result<Vec<Peer>, Failure> {
+    Ok(bound(candidates(cfg, host)?, cfg.mx_address_limit))
+}
+
+/// Drops repeated addresses (two MX names with one address, say), keeping the first, then
+/// keeps at most `limit` of them (0: all).
+fn bound(mut peers: Vec<Peer>, limit: usize) -> Vec<Peer> {
+    let mut seen = std::collections::HashSet::new();
+    peers.retain(|p| seen.insert((p.ip, p.port)));
+    if limit > 0 {
+        peers.truncate(limit);
+    }
+    peers
+}
+
+fn candidates(cfg: &Config, host: &[u8]) -> Result<Vec<Peer>, Failure> {
     match cfg.routes.lookup(host) {
         Route::Relay { host: relay, port } => {
             let ips = match literal(&relay) {
@@ -248,6 +266,26 @@ mod tests {
         assert_eq!(got, vec![peer([1, 1, 1, 1], 10)]);
         let tie = cut_me(vec![peer([127, 0, 0, 1], 10), peer([2, 2, 2, 2], 10)], &me);
         assert_eq!(tie, Err(Failure::AmbiguousMx));
+    }
+
+    #[test]
+    fn bound_drops_repeats_then_limits() {
+        let list = vec![
+            peer([1, 1, 1, 1], 10),
+            peer([1, 1, 1, 1], 20),
+            peer([2, 2, 2, 2], 20),
+            peer([3, 3, 3, 3], 30),
+        ];
+        assert_eq!(
+            bound(list.clone(), 2),
+            vec![peer([1, 1, 1, 1], 10), peer([2, 2, 2, 2], 20)]
+        );
+        assert_eq!(bound(list.clone(), 0).len(), 3);
+        let other_port = Peer {
+            port: 2525,
+            ..peer([1, 1, 1, 1], 10)
+        };
+        assert_eq!(bound(vec![list[0].clone(), other_port], 0).len(), 2);
     }
 
     #[test]

@@ -12,7 +12,7 @@ use crate::control::Config;
 use crate::ehlo::Caps;
 use crate::failure::{Failure, Stage};
 use crate::message::{Message, SendError};
-use crate::reply::Reply;
+use crate::reply::{Reply, ReplyBuilder};
 use crate::report::{RcptLetter, Report};
 use crate::route::Peer;
 use crate::tls::{Level, Policy, Tls};
@@ -46,6 +46,8 @@ pub struct Job<'a> {
     pub env: &'a Envelope,
     pub msg: &'a mut Message,
     pub tls: &'a Tls,
+    /// Sessions so far in which the server greeted with 220 (for `control/mxsessionlimit`).
+    pub greeted: usize,
 }
 
 /// What to say about TLS in the final report.
@@ -60,6 +62,8 @@ struct Dialogue<'j, 'a> {
     peer: &'j Peer,
     /// The `TLS:` line once TLS is up, for a failure after that.
     tls_line: Option<String>,
+    /// A read or write failed (EOF, error, timeout): nothing more is sent, not even QUIT.
+    dead: bool,
 }
 
 fn died(conn: &Conn, after_dot: bool) -> Failure {
@@ -71,10 +75,18 @@ fn died(conn: &Conn, after_dot: bool) -> Failure {
 
 impl Dialogue<'_, '_> {
     fn read(&mut self, stage: Stage) -> Result<Reply, Failure> {
+        self.read_into(stage, ReplyBuilder::default())
+    }
+
+    fn read_into(&mut self, stage: Stage, builder: ReplyBuilder) -> Result<Reply, Failure> {
         let after_dot = stage == Stage::AfterDot;
         let limit = stage_timeout(stage).min(self.job.cfg.timeout_remote);
-        self.conn.read_reply(limit).map_err(|e| match e {
-            ReadError::Died => died(&self.conn, after_dot),
+        let dead = &mut self.dead;
+        self.conn.read_reply(limit, builder).map_err(|e| match e {
+            ReadError::Died => {
+                *dead = true;
+                died(&self.conn, after_dot)
+            }
             ReadError::Bad(what) => Failure::BadReply {
                 ip: self.conn.ip,
                 stage,
@@ -85,7 +97,17 @@ impl Dialogue<'_, '_> {
     }
 
     fn send(&mut self, data: &[u8]) -> Result<(), Failure> {
-        self.conn.send(data).map_err(|_| died(&self.conn, false))
+        let sent = self.conn.send(data);
+        self.dead |= sent.is_err();
+        sent.map_err(|_| died(&self.conn, false))
+    }
+
+    /// Says goodbye without waiting for the answer, as qmail does; never on a connection known
+    /// to be dead (the man page's promise, and a write there could only fail).
+    fn quit(&mut self) {
+        if !self.dead {
+            let _ = self.conn.send(b"QUIT\r\n");
+        }
     }
 
     fn command(&mut self, cmd: &[u8], stage: Stage) -> Result<Reply, Failure> {
@@ -96,10 +118,13 @@ impl Dialogue<'_, '_> {
     /// EHLO, or HELO when EHLO is refused with anything but 421 (Postfix's rule).
     fn hello(&mut self) -> Result<Caps, Failure> {
         let helo = &self.job.cfg.helohost;
-        let reply = self.command(&[b"EHLO ", helo.as_slice(), b"\r\n"].concat(), Stage::Helo)?;
+        self.send(&[b"EHLO ", helo.as_slice(), b"\r\n"].concat())?;
+        // Keywords are read from the whole reply: a long first line must not hide STARTTLS.
+        let reply = self.read_into(Stage::Helo, ReplyBuilder::whole())?;
         if reply.code / 100 == 2 {
             return Ok(Caps::parse(&reply));
         }
+        let reply = reply.capped();
         if reply.code == 421 {
             return Err(Failure::Rejected {
                 ip: self.conn.ip,
@@ -134,13 +159,14 @@ pub fn run(
         conn: Conn::new(Stream::Plain(tcp), peer.ip, write_limit),
         peer,
         tls_line: None,
+        dead: false,
     };
     match greet_and_negotiate(&mut d, policy, plain_because) {
         Ok((caps, note)) => transaction(d, caps, note),
         Err(Step::Next(f)) => {
             if matches!(f, Failure::Rejected { .. }) {
                 // The peer is still talking SMTP: say goodbye, as qmail does.
-                let _ = d.conn.send(b"QUIT\r\n");
+                d.quit();
             }
             // A TLS failure's text says all there is to say about TLS.
             let tls_failure = matches!(
@@ -254,6 +280,7 @@ fn greet(d: &mut Dialogue) -> Result<(), Failure> {
             reply: greeting,
         });
     }
+    d.job.greeted += 1;
     Ok(())
 }
 
@@ -303,7 +330,7 @@ fn transaction(mut d: Dialogue, caps: Caps, note: TlsNote) -> Outcome {
         Err(f) => Outcome::Next(f, Some(line)),
     };
     // Decide first, then QUIT without waiting; a failed QUIT cannot change the verdict.
-    let _ = d.conn.send(b"QUIT\r\n");
+    d.quit();
     outcome
 }
 
@@ -370,6 +397,14 @@ fn mail_rcpt_data(d: &mut Dialogue, caps: &Caps) -> Result<Outcome, Failure> {
             reply,
         });
     }
+    let done = |rcpts, f: Failure| {
+        Ok(Outcome::Done {
+            rcpts,
+            report: f.report(),
+        })
+    };
+    // Each RCPT reply read is the server's answer for that recipient and stands, whatever
+    // happens to the connection later: it is reported here and never asked of another address.
     let mut rcpts = Vec::with_capacity(rcpt_cmds.len());
     for cmd in &rcpt_cmds {
         let reply = if caps.pipelining {
@@ -377,29 +412,30 @@ fn mail_rcpt_data(d: &mut Dialogue, caps: &Caps) -> Result<Outcome, Failure> {
         } else {
             d.command(cmd, Stage::Mail)
         };
-        let reply = reply?;
-        rcpts.push(rcpt_result(ip, &reply));
+        match reply {
+            Ok(reply) => rcpts.push(rcpt_result(ip, &reply)),
+            // Nobody answered yet: the next address may still take the message.
+            Err(f) if rcpts.is_empty() => return Err(f),
+            // Some answers stand; the others are unknown: the message is deferred.
+            Err(f) => return done(rcpts, f),
+        }
     }
-    let accepted = rcpts.iter().any(|(l, _)| *l == RcptLetter::Accepted);
-    let done = |rcpts, f: Failure| {
-        Ok(Outcome::Done {
-            rcpts,
-            report: f.report(),
-        })
-    };
+    if !rcpts.iter().any(|(l, _)| *l == RcptLetter::Accepted) {
+        // Every recipient was answered and none accepted: final, whatever a pipelined DATA
+        // got (it is not even read; the body is never sent).
+        return done(rcpts, Failure::GaveUp { ip });
+    }
     let data = if caps.pipelining {
         d.read(Stage::Data)
-    } else if accepted {
-        d.command(b"DATA\r\n", Stage::Data)
     } else {
-        return done(rcpts, Failure::GaveUp { ip });
+        d.command(b"DATA\r\n", Stage::Data)
     };
-    // Nothing has been sent yet: a failure here may still go to the next address.
-    let data = data?;
-    if !accepted {
-        // A pipelined DATA may have been accepted anyway: hang up rather than send a body.
-        return done(rcpts, Failure::GaveUp { ip });
-    }
+    // Recipients were accepted on this connection: a drop now defers the message here (the
+    // accepted ones are `r`, the rejected ones keep their `h`).
+    let data = match data {
+        Ok(data) => data,
+        Err(f) => return done(rcpts, f),
+    };
     if data.code >= 400 {
         return done(
             rcpts,
@@ -432,11 +468,20 @@ fn mail_rcpt_data(d: &mut Dialogue, caps: &Caps) -> Result<Outcome, Failure> {
             }
         },
     );
-    let after_dot = crate::CRITICAL.load(Ordering::SeqCst);
     match sent {
         Ok(()) => {}
         Err(SendError::Read) => return done(rcpts, Failure::ReadMessage),
-        Err(SendError::Write) => return done(rcpts, Failure::Died { ip, after_dot }),
+        Err(SendError::Write) => {
+            // A block was not written, so the final dot never reached the socket: no duplicate.
+            d.dead = true;
+            return done(
+                rcpts,
+                Failure::Died {
+                    ip,
+                    after_dot: false,
+                },
+            );
+        }
     }
     let reply = match d.read(Stage::AfterDot) {
         Ok(r) => r,

@@ -1,13 +1,15 @@
 //! `control/smtproutes` with qmail's rules: `domain:relay[:port]`, the key is everything before
 //! the first colon, lookup is case-insensitive and tries the whole host, then every suffix that
 //! starts at a dot (longest first), then the empty key (the default route). An empty relay means
-//! "use MX as usual". When a key appears twice the last line wins. Differences from stock, all
-//! safer: a bad or zero port is a syntax error instead of port 0, leading white space is not part
-//! of the key, and IPv6 literals (`[2001:db8::1]:2525`) are understood.
+//! "use MX as usual". When a key appears twice the last line wins. The port is read as stock's
+//! `scan_ulong` reads it: its leading digits, whatever follows (`relay:25 # comment`).
+//! Differences from stock, all safer: a port without digits, 0 or over 65535 is a syntax error
+//! instead of a connection to port 0 (or to the port modulo 65536), leading white space is not
+//! part of the key, and IPv6 literals (`[2001:db8::1]:2525`) are understood.
 
 use std::collections::HashMap;
 
-use crate::control::{lines, split_key, suffix_keys, syntax};
+use crate::control::{lines, number_prefix, split_key, suffix_keys, syntax};
 use crate::failure::Failure;
 
 /// What smtproutes says about one host.
@@ -73,9 +75,8 @@ fn parse_value(value: &[u8]) -> Result<Route, &'static str> {
     };
     let port = match rest {
         [] => 25,
-        [b':', digits @ ..] => std::str::from_utf8(digits)
-            .ok()
-            .and_then(|s| s.parse::<u16>().ok())
+        [b':', digits @ ..] => number_prefix(digits)
+            .and_then(|p| u16::try_from(p).ok())
             .filter(|&p| p != 0)
             .ok_or("bad port")?,
         _ => return Err("text after the relay"),
@@ -124,12 +125,26 @@ mod tests {
         assert_eq!(Routes::default().lookup(b"a.org"), Route::Mx);
     }
 
+    /// Stock reads the port with scan_ulong: what follows its digits is ignored (issue 7).
+    #[test]
+    fn text_after_the_port_is_ignored_as_in_stock() {
+        let r = Routes::parse(
+            b"example.com:relay:25 # comment\nb.org:[10.0.0.1]:2525\tsecondary\nc.org:r:26x\n",
+        )
+        .unwrap();
+        assert_eq!(r.lookup(b"example.com"), relay("relay", 25));
+        assert_eq!(r.lookup(b"b.org"), relay("[10.0.0.1]", 2525));
+        assert_eq!(r.lookup(b"c.org"), relay("r", 26));
+    }
+
     #[test]
     fn syntax_errors_name_the_line() {
         for bad in [
             &b"# x\na.org:relay:\n"[..],
             b"# x\na.org:relay:0\n",
             b"# x\na.org:relay:x\n",
+            b"# x\na.org:relay:65536\n",
+            b"# x\na.org:relay # comment\n",
             b"# x\na:[1.2.3.4\n",
             b"# x\na:relay|user|secret\n",
         ] {

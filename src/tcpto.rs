@@ -78,7 +78,9 @@ pub fn note(ip: IpAddr, timed_out: bool) {
         }
         (Some(i), true) => {
             let (_, count, when) = record(&table, i);
-            if now.wrapping_sub(when) < 120 {
+            // Stock's rule: a second timeout within 120 s of the last counted one is the same
+            // outage. A count of 0 (cleared by a later success) always counts again.
+            if count != 0 && now.wrapping_sub(when) < 120 {
                 return;
             }
             (i, count.saturating_add(1).min(10), now)

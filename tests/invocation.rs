@@ -58,10 +58,18 @@ fn syntax_error_names_file_and_line() {
     );
     home.run("example.org", "a@b", &["c@example.org"], MSG)
         .expect("Z", "control/smtproutes line 2: bad port");
+    // A port followed by a comment is read as stock reads it (issue 7): the route is used.
     let home = QmailHome::new();
-    home.control("timeoutremote", "soon\n");
+    home.control("smtproutes", "example.org:[127.0.0.1]:1 # closed port\n");
     home.run("example.org", "a@b", &["c@example.org"], MSG)
-        .expect("Z", "control/timeoutremote line 1");
+        .expect("Z", "wasn't able to establish an SMTP connection");
+    // A timeout without leading digits means the default, as stock's control_readint.
+    let home = QmailHome::new();
+    home.control("smtproutes", "example.org:[127.0.0.1]:1\n");
+    home.control("timeoutremote", "soon\n");
+    home.control("timeoutconnect", "5 seconds\n");
+    home.run("example.org", "a@b", &["c@example.org"], MSG)
+        .expect("Z", "wasn't able to establish an SMTP connection");
 }
 
 #[test]

@@ -23,7 +23,7 @@ use crate::control;
 fn roots_from_file(path: &str) -> Result<(RootCertStore, Vec<CertificateDer<'static>>), String> {
     let mut roots = RootCertStore::empty();
     let certs: Vec<_> = CertificateDer::pem_file_iter(path)
-        .map_err(|e| format!("cannot read {path}: {e}"))?
+        .map_err(|e| unreadable(path, &e))?
         .filter_map(Result::ok)
         .collect();
     roots.add_parsable_certificates(certs.iter().cloned());
@@ -51,6 +51,21 @@ struct Source {
     /// A per-host file (`control/tlshosts/<host>.pem`): its name is the host's, so a pinned
     /// certificate from it needs no name check.
     per_host: bool,
+}
+
+/// Why a trust file could not be opened, in plain words (not Rust's error formatting).
+fn unreadable(path: &str, e: &rustls::pki_types::pem::Error) -> String {
+    use std::io::ErrorKind;
+    let why = match e {
+        rustls::pki_types::pem::Error::Io(io) => match io.kind() {
+            ErrorKind::PermissionDenied => "permission denied",
+            ErrorKind::NotFound => "no such file",
+            ErrorKind::IsADirectory => "it is a directory",
+            _ => "read error",
+        },
+        _ => "not a PEM file",
+    };
+    format!("cannot read {path} ({why})")
 }
 
 /// Verifies with each trust source in turn and records the result; refuses the handshake only
