@@ -195,6 +195,17 @@ impl Scripted {
         Scripted::serve(listener, connections, script)
     }
 
+    /// Like [`Scripted::start_with`] on a listener the test has set up itself (socket options).
+    pub fn start_on_listener<F>(listener: TcpListener, connections: usize, script: F) -> Scripted
+    where
+        F: Fn(usize, &mut Client) + Send + 'static,
+    {
+        Scripted::serve(listener, connections, move |i, mut c| {
+            script(i, &mut c);
+            c.transcript
+        })
+    }
+
     fn serve<F>(listener: TcpListener, connections: usize, script: F) -> Scripted
     where
         F: Fn(usize, Client) -> Vec<u8> + Send + 'static,

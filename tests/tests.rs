@@ -8,6 +8,7 @@ mod docs;
 #[cfg(feature = "fault-injection")]
 mod faults;
 mod invocation;
+mod issue7;
 mod postfix;
 mod scripted;
 mod tls;

@@ -1,0 +1,250 @@
+//! Regressions for issue 7 (the SMTP side): each test failed on the code the issue was filed
+//! against. Scripted peers where the behaviour is hostile or timing-bound, real DNS (the
+//! i7.test zone in scripts/lib/dns.sh) where the address list matters.
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Mutex;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use crate::peer::Scripted;
+use crate::util::{QmailHome, peer_env};
+
+const MSG: &[u8] = b"Subject: t\n\nhello\n";
+
+fn home_for(server: &Scripted) -> QmailHome {
+    let home = QmailHome::new();
+    home.route("example.org", &server.relay());
+    home.control("timeoutremote", "2\n");
+    home
+}
+
+fn text(t: &[u8]) -> String {
+    String::from_utf8_lossy(t).into_owned()
+}
+
+/// Item 2: Exim's `drop` ACL under PIPELINING. The 550 to the only RCPT was read, then the
+/// connection closed without a reply to DATA: the recipient is rejected for good (`h`, `D`),
+/// not retried for the whole queue lifetime.
+#[test]
+fn r7_pipelined_rcpt_550_then_drop_is_final() {
+    let server = Scripted::start(1, |_, c| {
+        c.ehlo(&["PIPELINING"]);
+        c.expect("MAIL");
+        c.expect("RCPT");
+        c.expect("DATA");
+        c.send("250 ok\r\n550 5.1.1 no such user\r\n");
+        c.hang_up();
+    });
+    let home = home_for(&server);
+    let out = home.run("example.org", "a@b", &["x@example.org"], MSG);
+    out.expect("hD", "Giving up on 127.0.0.1.");
+    assert!(out.reports[0].text.contains("550 5.1.1 no such user"));
+    server.finish();
+}
+
+/// Item 2, partial cases: the replies read stand, the rest of the message is deferred here
+/// (the recipients already answered are never asked of another address).
+#[test]
+fn r7_rcpt_replies_read_before_a_drop_stand() {
+    // Pipelined: accepted, rejected, then the drop before DATA's reply.
+    let server = Scripted::start(1, |_, c| {
+        c.ehlo(&["PIPELINING"]);
+        for cmd in ["MAIL", "RCPT", "RCPT", "DATA"] {
+            c.expect(cmd);
+        }
+        c.send("250 ok\r\n250 ok\r\n550 5.1.1 no such user\r\n");
+        c.hang_up();
+    });
+    let home = home_for(&server);
+    let out = home.run("example.org", "a@b", &["ok@example.org", "no@example.org"], MSG);
+    out.expect("rhZ", "connection died. (#4.4.2)");
+    assert!(out.reports[1].text.contains("550 5.1.1"), "{}", out.dump());
+    server.finish();
+
+    // Pipelined: the first recipient rejected, then the drop before the second's reply.
+    let server = Scripted::start(1, |_, c| {
+        c.ehlo(&["PIPELINING"]);
+        for cmd in ["MAIL", "RCPT", "RCPT", "DATA"] {
+            c.expect(cmd);
+        }
+        c.send("250 ok\r\n550 5.1.1 no such user\r\n");
+        c.hang_up();
+    });
+    let home = home_for(&server);
+    let out = home.run("example.org", "a@b", &["no@example.org", "x@example.org"], MSG);
+    out.expect("hZ", "connection died. (#4.4.2)");
+    server.finish();
+
+    // Lock-step: the same, one command at a time.
+    let server = Scripted::start(1, |_, c| {
+        c.ehlo(&[]);
+        c.expect("MAIL");
+        c.send("250 ok\r\n");
+        c.expect("RCPT");
+        c.send("550 5.1.1 no such user\r\n");
+        c.expect("RCPT");
+        c.hang_up();
+    });
+    let home = home_for(&server);
+    let out = home.run("example.org", "a@b", &["no@example.org", "x@example.org"], MSG);
+    out.expect("hZ", "connection died. (#4.4.2)");
+    server.finish();
+}
+
+/// Item 3: SIZE counts what is sent, CR LF as two bytes, once (RFC 1870 section 3): ten
+/// `aaaa CR LF` lines are 60 bytes, and a server with SIZE 65 takes them.
+#[test]
+fn r7_size_of_a_crlf_message_is_not_overcounted() {
+    let server = Scripted::start(1, |_, c| {
+        c.ehlo(&["SIZE 65"]);
+        c.expect("MAIL FROM:<a@b> SIZE=60");
+        c.accept_rcpt_data();
+    });
+    let home = home_for(&server);
+    home.run("example.org", "a@b", &["x@example.org"], &b"aaaa\r\n".repeat(10))
+        .expect("rK", "accepted message.");
+    server.finish();
+}
+
+/// Item 5: the keywords after a first EHLO line longer than a report keeps (5,000 bytes) are
+/// still seen: STARTTLS is tried (here refused, so `may` goes on in plaintext) and SIZE sent.
+#[test]
+fn r7_long_first_ehlo_line_hides_no_keyword() {
+    let server = Scripted::start(1, |_, c| {
+        c.send("220 scripted ESMTP\r\n");
+        c.expect("EHLO");
+        c.send(&format!(
+            "250-{}\r\n250-SIZE 100000\r\n250 STARTTLS\r\n",
+            "x".repeat(5000)
+        ));
+        c.expect("STARTTLS");
+        c.send("454 4.7.0 not now\r\n");
+        c.expect("MAIL FROM:<a@b> SIZE=");
+        c.accept_rcpt_data();
+    });
+    let home = home_for(&server);
+    home.run("example.org", "a@b", &["x@example.org"], MSG)
+        .expect("rK", "STARTTLS refused: 454 4.7.0 not now");
+    server.finish();
+}
+
+/// Item 8: what stock reads with scan_ulong keeps working: a comment after the smtproutes
+/// port and after the number of seconds.
+#[test]
+fn r7_numbers_followed_by_text_work_as_in_stock() {
+    let server = Scripted::start(1, |_, c| {
+        c.ehlo(&[]);
+        c.accept_mail();
+    });
+    let home = QmailHome::new();
+    home.control(
+        "smtproutes",
+        &format!(
+            "example.org:{}:{} # the test server\n",
+            server.addr.ip(),
+            server.addr.port()
+        ),
+    );
+    home.control("timeoutremote", "5 # seconds\n");
+    home.run("example.org", "a@b", &["x@example.org"], MSG)
+        .expect("rK", "accepted message.");
+    server.finish();
+}
+
+/// A listener whose accept queue is full: connecting to it times out.
+fn black_hole() -> (socket2::Socket, Vec<std::net::TcpStream>, SocketAddr) {
+    use socket2::{Domain, Socket, Type};
+    let listener = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    listener.bind(&any.into()).unwrap();
+    listener.listen(0).unwrap();
+    let addr = listener.local_addr().unwrap().as_socket().unwrap();
+    let fillers: Vec<_> = (0..3)
+        .filter_map(|_| std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(300)).ok())
+        .collect();
+    assert!(!fillers.is_empty());
+    (listener, fillers, addr)
+}
+
+/// Item 9: stock skips a timeout within 120 s of the last counted one only while the count is
+/// not 0; a record cleared by a success counts the next timeout at once.
+#[test]
+fn r7_tcpto_counts_a_timeout_after_a_cleared_record() {
+    let (_listener, _fillers, addr) = black_hole();
+    let home = QmailHome::new();
+    home.route("example.org", &format!("[{}]:{}", addr.ip(), addr.port()));
+    home.control("timeoutconnect", "1\n");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as u32;
+    let mut table = vec![0u8; 1024];
+    table[..4].copy_from_slice(&[127, 0, 0, 1]);
+    table[4] = 0; // cleared by a success...
+    table[8..12].copy_from_slice(&(now - 10).to_le_bytes()); // ...after a timeout 10 s ago
+    let path = home.path().join("queue/lock/tcpto");
+    std::fs::write(&path, &table).unwrap();
+    home.run("example.org", "a@b", &["x@example.org"], MSG)
+        .expect("Z", "(#4.4.1)");
+    let after = std::fs::read(&path).unwrap();
+    assert_eq!(after[4], 1, "the timeout is counted");
+    let when = u32::from_le_bytes([after[8], after[9], after[10], after[11]]);
+    assert!(when >= now, "and its time recorded");
+}
+
+/// Item 10: the block holding the final dot could not be written (the server stopped reading
+/// after 354 and the write deadline ran out): the server cannot have seen the dot, so this is
+/// a plain "connection died", not "Possible duplicate!".
+#[test]
+fn r7_dot_never_written_is_not_a_possible_duplicate() {
+    use socket2::{Domain, Socket, Type};
+    // Small segments and a small receive window: the kernel buffers fill long before the
+    // message (one block of about 60 KiB) is written.
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(2048).unwrap();
+    socket.set_tcp_mss(536).unwrap();
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    socket.bind(&any.into()).unwrap();
+    socket.listen(1).unwrap();
+    let (release, wait) = mpsc::channel::<()>();
+    let wait = Mutex::new(wait);
+    let server = Scripted::start_on_listener(TcpListener::from(socket), 1, move |_, c| {
+        c.ehlo(&[]);
+        c.accept_until_data();
+        // Read nothing more until the client has given up.
+        let _ = wait.lock().unwrap().recv();
+    });
+    let home = home_for(&server);
+    home.control("timeoutremote", "1\n");
+    let body: Vec<u8> = b"Subject: big\n\n"
+        .iter()
+        .copied()
+        .chain(b"0123456789".repeat(6000))
+        .chain(*b"\n")
+        .collect();
+    let out = home.run("example.org", "a@b", &["x@example.org"], &body);
+    release.send(()).unwrap();
+    out.expect("rZ", "Connected to 127.0.0.1 but connection died. (#4.4.2)");
+    assert!(!out.last().text.contains("Possible duplicate!"), "{}", out.dump());
+    server.finish();
+}
+
+/// Item 14: the server closed its side after the RCPT without replying; the connection is
+/// dead, so no QUIT goes out (the server still reads, and sees none).
+#[test]
+fn r7_no_quit_on_a_dead_connection() {
+    let server = Scripted::start(1, |_, c| {
+        c.ehlo(&[]);
+        c.expect("MAIL");
+        c.send("250 ok\r\n");
+        c.expect("RCPT");
+        let _ = c.reader.get_ref().shutdown(std::net::Shutdown::Write);
+        c.drain();
+    });
+    let home = home_for(&server);
+    home.run("example.org", "a@b", &["x@example.org"], MSG)
+        .expect("Z", "connection died. (#4.4.2)");
+    let t = text(&server.finish()[0]);
+    assert!(!t.contains("QUIT"), "{t}");
+}
