@@ -5,6 +5,7 @@ mod util;
 
 mod dns;
 mod docs;
+mod exim;
 #[cfg(feature = "fault-injection")]
 mod faults;
 mod invocation;

@@ -1,5 +1,6 @@
 # shellcheck shell=bash
-# DNS for the tests: nsd (authoritative for qremote.test and other.test) on 127.0.0.53, and
+# DNS for the tests: nsd (authoritative for qremote.test, other.test, i7tls.test and i7.test) on
+# 127.0.0.53, and
 # unbound (the recursive resolver the program is pointed at) on 127.0.0.54, which reaches
 # nsd through stub zones and nothing else. Sourced after common.sh.
 
@@ -107,6 +108,37 @@ c2              MX    10 mx1.qremote.test.
 Z
 }
 
+# Issue 7: the bounds on the addresses of one delivery, and the Exim peer (scripts/lib/exim.sh).
+# Addresses 127.0.17.x; nothing listens on .11-.16 (refused at once).
+_dns_zone_i7() {
+	_dns_zone_head i7.test
+	cat <<'Z'
+exim            A     127.0.17.25
+; mxaddresslimit: six refusing addresses for the best MX, a tripwire behind them.
+refusing        A     127.0.17.11
+refusing        A     127.0.17.12
+refusing        A     127.0.17.13
+refusing        A     127.0.17.14
+refusing        A     127.0.17.15
+refusing        A     127.0.17.16
+tripa           A     127.0.17.20
+addrlimit       MX    10 refusing
+addrlimit       MX    20 tripa
+; Two MX names for one address: one connection.
+dupa            A     127.0.17.21
+dupb            A     127.0.17.21
+dup             MX    10 dupa
+dup             MX    20 dupb
+; mxsessionlimit: two servers that greet and then defer, a tripwire third.
+s1              A     127.0.17.22
+s2              A     127.0.17.23
+tripb           A     127.0.17.24
+sessions        MX    10 s1
+sessions        MX    20 s2
+sessions        MX    30 tripb
+Z
+}
+
 _dns_nsd_conf() {
 	local d=$1
 	cat <<C
@@ -140,6 +172,8 @@ zone:
 zone:
 	name: "i7tls.test"
 	zonefile: "$d/i7tls.test.zone"
+	name: "i7.test"
+	zonefile: "$d/i7.test.zone"
 C
 }
 
@@ -181,6 +215,7 @@ stub-zone:
 	stub-addr: $QREMOTE_NSD_ADDR
 stub-zone:
 	name: "i7tls.test."
+	name: "i7.test."
 	stub-addr: $QREMOTE_NSD_ADDR
 # nsd does not serve servfail.test: it answers REFUSED, so unbound answers SERVFAIL.
 stub-zone:
@@ -205,6 +240,7 @@ dns_up() {
 	_dns_zone_qremote >"$d.new/qremote.test.zone"
 	_dns_zone_other >"$d.new/other.test.zone"
 	_dns_zone_i7tls >"$d.new/i7tls.test.zone"
+	_dns_zone_i7 >"$d.new/i7.test.zone"
 	_dns_nsd_conf "$d" >"$d.new/nsd.conf"
 	_dns_unbound_conf "$d" >"$d.new/unbound.conf"
 	_dns_root_hints >"$d.new/root.hints"
@@ -222,6 +258,7 @@ dns_up() {
 		quiet "qremote.test zone invalid" nsd-checkzone qremote.test "$d/qremote.test.zone"
 		quiet "other.test zone invalid" nsd-checkzone other.test "$d/other.test.zone"
 		quiet "i7tls.test zone invalid" nsd-checkzone i7tls.test "$d/i7tls.test.zone"
+		quiet "i7.test zone invalid" nsd-checkzone i7.test "$d/i7.test.zone"
 		quiet "unbound.conf invalid" unbound-checkconf "$d/unbound.conf"
 		local a
 		for a in "$QREMOTE_NSD_ADDR" "$QREMOTE_DNS_ADDR"; do
