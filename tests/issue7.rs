@@ -248,3 +248,99 @@ fn r7_no_quit_on_a_dead_connection() {
     let t = text(&server.finish()[0]);
     assert!(!t.contains("QUIT"), "{t}");
 }
+
+/// A listener that never accepts: connections to it complete (the kernel's queue) and then
+/// wait for a greeting that never comes. Counts them afterwards.
+struct Tripwire(TcpListener);
+
+impl Tripwire {
+    fn on(addr: &str) -> Tripwire {
+        let l = TcpListener::bind(addr).unwrap_or_else(|e| panic!("bind {addr}: {e}"));
+        l.set_nonblocking(true).unwrap();
+        Tripwire(l)
+    }
+
+    fn connections(&self) -> usize {
+        std::iter::from_fn(|| self.0.accept().ok()).count()
+    }
+}
+
+fn dns_home() -> QmailHome {
+    let home = QmailHome::new();
+    home.nameserver(&peer_env("QREMOTE_DNS"));
+    home.control("timeoutremote", "1\n");
+    home
+}
+
+/// Item 6: the best MX has six addresses, none listening; the next MX is behind them. At most
+/// five addresses are tried (control/mxaddresslimit, Postfix's smtp_mx_address_limit), so the
+/// sixth and the next MX are not; 0 lifts the limit.
+#[test]
+#[ignore = "needs real peers: scripts/test"]
+fn r7_address_limit_bounds_the_addresses_tried() {
+    let trip = Tripwire::on("127.0.17.20:25");
+    let home = dns_home();
+    home.run("addrlimit.i7.test", "a@b", &["x@addrlimit.i7.test"], MSG)
+        .expect("Z", "wasn't able to establish an SMTP connection. (#4.4.1)");
+    assert_eq!(trip.connections(), 0, "the seventh address was tried");
+
+    home.control("mxaddresslimit", "0\n");
+    home.run("addrlimit.i7.test", "a@b", &["x@addrlimit.i7.test"], MSG)
+        .expect("Z", "Connected to 127.0.17.20 but connection died.");
+    assert_eq!(trip.connections(), 1, "no limit: every address is tried");
+}
+
+/// Item 6: two MX names with one address: it is tried once.
+#[test]
+#[ignore = "needs real peers: scripts/test"]
+fn r7_an_address_is_tried_once() {
+    let trip = Tripwire::on("127.0.17.21:25");
+    dns_home()
+        .run("dup.i7.test", "a@b", &["x@dup.i7.test"], MSG)
+        .expect("Z", "Connected to 127.0.17.21 but connection died.");
+    assert_eq!(trip.connections(), 1);
+}
+
+/// Item 6: two servers greeted and then deferred MAIL: that is enough for one delivery attempt
+/// (control/mxsessionlimit, Postfix's smtp_mx_session_limit); the third MX is not tried.
+#[test]
+#[ignore = "needs real peers: scripts/test"]
+fn r7_session_limit_bounds_the_greeted_sessions() {
+    let defer = |_: usize, c: &mut crate::peer::Client| {
+        c.ehlo(&[]);
+        c.expect("MAIL");
+        c.send("421 4.3.2 busy\r\n");
+        c.drain();
+    };
+    let s1 = Scripted::start_on("127.0.17.22:25", 1, defer);
+    let s2 = Scripted::start_on("127.0.17.23:25", 1, defer);
+    let trip = Tripwire::on("127.0.17.24:25");
+    dns_home()
+        .run("sessions.i7.test", "a@b", &["x@sessions.i7.test"], MSG)
+        .expect("Z", "421 4.3.2 busy");
+    assert_eq!(trip.connections(), 0, "a third session was tried");
+    s1.finish();
+    s2.finish();
+}
+
+/// Item 18: an unreadable control/tlsca is said in plain words, as CONFIGURATION.md says it.
+#[test]
+#[ignore = "needs real peers: scripts/test"]
+fn r7_unreadable_tlsca_is_reported_in_plain_words() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut home = QmailHome::new();
+    home.nameserver(&peer_env("QREMOTE_DNS"));
+    home.route("example.org", "mx1.qremote.test");
+    home.control("tlspolicy", ":verify\n");
+    home.control(
+        "tlsca",
+        &std::fs::read_to_string(peer_env("QREMOTE_CA")).unwrap(),
+    );
+    let tlsca = home.path().join("control/tlsca");
+    std::fs::set_permissions(&tlsca, std::fs::Permissions::from_mode(0)).unwrap();
+    home.unprivileged();
+    home.run("example.org", "a@b", &["x@example.org"], MSG).expect(
+        "Z",
+        "TLS with 127.0.0.20 failed: cannot read control/tlsca (permission denied). (#4.7.5)",
+    );
+}

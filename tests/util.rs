@@ -11,6 +11,8 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_qmail-remote");
 pub struct QmailHome {
     pub dir: tempfile::TempDir,
     env: Vec<(String, String)>,
+    /// Run the binary as this user (and group) instead of the test's own.
+    uid: Option<u32>,
 }
 
 impl QmailHome {
@@ -21,6 +23,7 @@ impl QmailHome {
         let home = QmailHome {
             dir,
             env: Vec::new(),
+            uid: None,
         };
         home.control("me", "client.qremote.test\n");
         home.control("timeoutremote", "10\n");
@@ -57,6 +60,20 @@ impl QmailHome {
         self.control("nameservers", &format!("{addr}\n"))
     }
 
+    /// Runs the binary as an unprivileged user, as qmail runs it (as `qmailr`), so that file
+    /// permissions apply even when the tests run as root; the home is made readable to it.
+    /// Without root the binary runs as the test's own user, for whom permissions apply anyway.
+    pub fn unprivileged(&mut self) -> &mut QmailHome {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let root = std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0);
+        if root {
+            self.uid = Some(65534);
+            let perm = std::fs::Permissions::from_mode(0o755);
+            std::fs::set_permissions(self.path(), perm).unwrap();
+        }
+        self
+    }
+
     pub fn env(&mut self, k: &str, v: &str) -> &mut QmailHome {
         self.env.push((k.into(), v.into()));
         self
@@ -84,6 +101,10 @@ impl QmailHome {
             .env("QMAILHOME", self.path());
         for (k, v) in &self.env {
             c.env(k, v);
+        }
+        if let Some(id) = self.uid {
+            use std::os::unix::process::CommandExt;
+            c.uid(id).gid(id);
         }
         for a in args {
             c.arg(std::ffi::OsStr::from_bytes(a));
