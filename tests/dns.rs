@@ -136,7 +136,15 @@ fn mx_answer_over_512_bytes() {
 fn forty_addresses_only_one_listening() {
     let many = dig(&["+short", "many.qremote.test", "A"]);
     assert_eq!(many.lines().count(), 40, "{many}");
-    delivers("bigaddr", "127.0.0.20");
+    // Every address is tried only without control/mxaddresslimit's bound (issue7.rs has it).
+    let domain = "bigaddr.qremote.test";
+    let local = unique("bigaddr");
+    let msg = b"Subject: forty addresses\n\nhello\n";
+    let home = home();
+    home.control("mxaddresslimit", "0\n");
+    let out = home.run(domain, SENDER, &[&format!("{local}@{domain}")], msg);
+    out.expect("rK", "127.0.0.20 accepted message.");
+    assert_stored(&delivered(domain, &local), msg);
 }
 
 /// mx6 has only an AAAA record, ::1. That is an address of an interface that is up (lo), so
