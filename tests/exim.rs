@@ -53,8 +53,15 @@ fn exim_plain_delivery_is_byte_exact() {
     home.route(DOMAIN, &format!("[{}]", peer_env("QREMOTE_EXIM")));
     home.control("tlspolicy", ":none\n");
     let out = home.run(DOMAIN, SENDER, &[&rcpt], &msg);
-    out.expect("rK", "127.0.17.25 accepted message.\nRemote host said: 250 OK id=");
-    assert!(out.last().text.contains("TLS: none (TLS policy none"), "{}", out.dump());
+    out.expect(
+        "rK",
+        "127.0.17.25 accepted message.\nRemote host said: 250 OK id=",
+    );
+    assert!(
+        out.last().text.contains("TLS: none (TLS policy none"),
+        "{}",
+        out.dump()
+    );
     assert_stored(&delivered(DOMAIN, &local), &msg);
 }
 
@@ -144,7 +151,10 @@ fn exim_drop_after_an_accepted_recipient_defers() {
         &[&rcpts[0], &rcpts[1]],
         b"Subject: drop\n\nx\n",
     );
-    out.expect("rhZ", "Connected to 127.0.17.25 but connection died. (#4.4.2)");
+    out.expect(
+        "rhZ",
+        "Connected to 127.0.17.25 but connection died. (#4.4.2)",
+    );
     assert!(out.reports[1].text.contains("550 5.1.1"), "{}", out.dump());
     assert_nothing_delivered(DOMAIN, &ok);
 }

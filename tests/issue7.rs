@@ -57,7 +57,12 @@ fn r7_rcpt_replies_read_before_a_drop_stand() {
         c.hang_up();
     });
     let home = home_for(&server);
-    let out = home.run("example.org", "a@b", &["ok@example.org", "no@example.org"], MSG);
+    let out = home.run(
+        "example.org",
+        "a@b",
+        &["ok@example.org", "no@example.org"],
+        MSG,
+    );
     out.expect("rhZ", "connection died. (#4.4.2)");
     assert!(out.reports[1].text.contains("550 5.1.1"), "{}", out.dump());
     server.finish();
@@ -72,7 +77,12 @@ fn r7_rcpt_replies_read_before_a_drop_stand() {
         c.hang_up();
     });
     let home = home_for(&server);
-    let out = home.run("example.org", "a@b", &["no@example.org", "x@example.org"], MSG);
+    let out = home.run(
+        "example.org",
+        "a@b",
+        &["no@example.org", "x@example.org"],
+        MSG,
+    );
     out.expect("hZ", "connection died. (#4.4.2)");
     server.finish();
 
@@ -87,7 +97,12 @@ fn r7_rcpt_replies_read_before_a_drop_stand() {
         c.hang_up();
     });
     let home = home_for(&server);
-    let out = home.run("example.org", "a@b", &["no@example.org", "x@example.org"], MSG);
+    let out = home.run(
+        "example.org",
+        "a@b",
+        &["no@example.org", "x@example.org"],
+        MSG,
+    );
     out.expect("hZ", "connection died. (#4.4.2)");
     server.finish();
 }
@@ -102,8 +117,13 @@ fn r7_size_of_a_crlf_message_is_not_overcounted() {
         c.accept_rcpt_data();
     });
     let home = home_for(&server);
-    home.run("example.org", "a@b", &["x@example.org"], &b"aaaa\r\n".repeat(10))
-        .expect("rK", "accepted message.");
+    home.run(
+        "example.org",
+        "a@b",
+        &["x@example.org"],
+        &b"aaaa\r\n".repeat(10),
+    )
+    .expect("rK", "accepted message.");
     server.finish();
 }
 
@@ -161,7 +181,9 @@ fn black_hole() -> (socket2::Socket, Vec<std::net::TcpStream>, SocketAddr) {
     listener.listen(0).unwrap();
     let addr = listener.local_addr().unwrap().as_socket().unwrap();
     let fillers: Vec<_> = (0..3)
-        .filter_map(|_| std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(300)).ok())
+        .filter_map(|_| {
+            std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(300)).ok()
+        })
         .collect();
     assert!(!fillers.is_empty());
     (listener, fillers, addr)
@@ -226,7 +248,11 @@ fn r7_dot_never_written_is_not_a_possible_duplicate() {
     let out = home.run("example.org", "a@b", &["x@example.org"], &body);
     release.send(()).unwrap();
     out.expect("rZ", "Connected to 127.0.0.1 but connection died. (#4.4.2)");
-    assert!(!out.last().text.contains("Possible duplicate!"), "{}", out.dump());
+    assert!(
+        !out.last().text.contains("Possible duplicate!"),
+        "{}",
+        out.dump()
+    );
     server.finish();
 }
 
@@ -337,10 +363,11 @@ fn r7_unreadable_tlsca_is_reported_in_plain_words() {
         &std::fs::read_to_string(peer_env("QREMOTE_CA")).unwrap(),
     );
     let tlsca = home.path().join("control/tlsca");
-    std::fs::set_permissions(&tlsca, std::fs::Permissions::from_mode(0)).unwrap();
+    std::fs::set_permissions(&tlsca, std::fs::Permissions::from_mode(0o000)).unwrap();
     home.unprivileged();
-    home.run("example.org", "a@b", &["x@example.org"], MSG).expect(
-        "Z",
-        "TLS with 127.0.0.20 failed: cannot read control/tlsca (permission denied). (#4.7.5)",
-    );
+    home.run("example.org", "a@b", &["x@example.org"], MSG)
+        .expect(
+            "Z",
+            "TLS with 127.0.0.20 failed: cannot read control/tlsca (permission denied). (#4.7.5)",
+        );
 }

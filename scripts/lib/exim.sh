@@ -29,9 +29,13 @@ _exim_unpack() {
 	deb=$(find "$debs" -name 'exim4-daemon-light_*.deb' | sort | tail -n 1)
 	if [ -z "$deb" ]; then
 		say "downloading exim4-daemon-light into $debs"
-		(cd "$debs" && quiet "apt-get download exim4-daemon-light failed" \
-			apt-get download -o DPkg::Lock::Timeout=600 exim4-daemon-light) ||
-			die "cannot download exim4-daemon-light"
+		# On a fresh machine the package lists may be empty: update once and retry.
+		(cd "$debs" && apt-get download -q exim4-daemon-light >/dev/null 2>&1) ||
+			{
+				quiet "apt-get update failed" apt-get update -qq -o DPkg::Lock::Timeout=600
+				(cd "$debs" && quiet "apt-get download exim4-daemon-light failed" \
+					apt-get download -q exim4-daemon-light)
+			}
 		deb=$(find "$debs" -name 'exim4-daemon-light_*.deb' | sort | tail -n 1)
 		[ -n "$deb" ] || die "apt-get download left no exim4-daemon-light .deb in $debs"
 	fi
