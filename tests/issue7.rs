@@ -7,20 +7,25 @@ use std::sync::Mutex;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use crate::peer::Scripted;
+use crate::peer::{Client, Scripted};
+use crate::scripted::{home_for, text};
 use crate::util::{QmailHome, peer_env};
 
 const MSG: &[u8] = b"Subject: t\n\nhello\n";
 
-fn home_for(server: &Scripted) -> QmailHome {
-    let home = QmailHome::new();
-    home.route("example.org", &server.relay());
-    home.control("timeoutremote", "2\n");
-    home
-}
-
-fn text(t: &[u8]) -> String {
-    String::from_utf8_lossy(t).into_owned()
+/// A pipelining server that reads MAIL, `rcpts` RCPTs and DATA, sends `replies` and hangs up
+/// without answering the rest (Exim's `drop` ACL).
+fn pipelined_drop(rcpts: usize, replies: &'static str) -> Scripted {
+    Scripted::start(1, move |_, c: &mut Client| {
+        c.ehlo(&["PIPELINING"]);
+        c.expect("MAIL");
+        for _ in 0..rcpts {
+            c.expect("RCPT");
+        }
+        c.expect("DATA");
+        c.send(replies);
+        c.hang_up();
+    })
 }
 
 /// Item 2: Exim's `drop` ACL under PIPELINING. The 550 to the only RCPT was read, then the
@@ -28,14 +33,7 @@ fn text(t: &[u8]) -> String {
 /// not retried for the whole queue lifetime.
 #[test]
 fn r7_pipelined_rcpt_550_then_drop_is_final() {
-    let server = Scripted::start(1, |_, c| {
-        c.ehlo(&["PIPELINING"]);
-        c.expect("MAIL");
-        c.expect("RCPT");
-        c.expect("DATA");
-        c.send("250 ok\r\n550 5.1.1 no such user\r\n");
-        c.hang_up();
-    });
+    let server = pipelined_drop(1, "250 ok\r\n550 5.1.1 no such user\r\n");
     let home = home_for(&server);
     let out = home.run("example.org", "a@b", &["x@example.org"], MSG);
     out.expect("hD", "Giving up on 127.0.0.1.");
@@ -47,44 +45,28 @@ fn r7_pipelined_rcpt_550_then_drop_is_final() {
 /// (the recipients already answered are never asked of another address).
 #[test]
 fn r7_rcpt_replies_read_before_a_drop_stand() {
-    // Pipelined: accepted, rejected, then the drop before DATA's reply.
-    let server = Scripted::start(1, |_, c| {
-        c.ehlo(&["PIPELINING"]);
-        for cmd in ["MAIL", "RCPT", "RCPT", "DATA"] {
-            c.expect(cmd);
-        }
-        c.send("250 ok\r\n250 ok\r\n550 5.1.1 no such user\r\n");
-        c.hang_up();
-    });
-    let home = home_for(&server);
-    let out = home.run(
-        "example.org",
-        "a@b",
-        &["ok@example.org", "no@example.org"],
-        MSG,
-    );
-    out.expect("rhZ", "connection died. (#4.4.2)");
-    assert!(out.reports[1].text.contains("550 5.1.1"), "{}", out.dump());
-    server.finish();
-
-    // Pipelined: the first recipient rejected, then the drop before the second's reply.
-    let server = Scripted::start(1, |_, c| {
-        c.ehlo(&["PIPELINING"]);
-        for cmd in ["MAIL", "RCPT", "RCPT", "DATA"] {
-            c.expect(cmd);
-        }
-        c.send("250 ok\r\n550 5.1.1 no such user\r\n");
-        c.hang_up();
-    });
-    let home = home_for(&server);
-    let out = home.run(
-        "example.org",
-        "a@b",
-        &["no@example.org", "x@example.org"],
-        MSG,
-    );
-    out.expect("hZ", "connection died. (#4.4.2)");
-    server.finish();
+    // Pipelined: accepted, rejected, then the drop before DATA's reply; and the first
+    // recipient rejected, then the drop before the second's reply.
+    let cases = [
+        (
+            "250 ok\r\n250 ok\r\n550 5.1.1 no such user\r\n",
+            ["ok", "no"],
+            "rhZ",
+        ),
+        ("250 ok\r\n550 5.1.1 no such user\r\n", ["no", "x"], "hZ"),
+    ];
+    for (replies, locals, letters) in cases {
+        let server = pipelined_drop(locals.len(), replies);
+        let rcpts = locals.map(|l| format!("{l}@example.org"));
+        let out = home_for(&server).run("example.org", "a@b", &[&rcpts[0], &rcpts[1]], MSG);
+        out.expect(letters, "connection died. (#4.4.2)");
+        assert!(
+            out.reports[letters.len() - 2].text.contains("550 5.1.1"),
+            "{}",
+            out.dump()
+        );
+        server.finish();
+    }
 
     // Lock-step: the same, one command at a time.
     let server = Scripted::start(1, |_, c| {

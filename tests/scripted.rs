@@ -5,14 +5,14 @@ use crate::util::QmailHome;
 
 const MSG: &[u8] = b"Subject: t\n\nhello\n.dot line\n";
 
-fn home_for(server: &Scripted) -> QmailHome {
+pub fn home_for(server: &Scripted) -> QmailHome {
     let home = QmailHome::new();
     home.route("example.org", &server.relay());
     home.control("timeoutremote", "2\n");
     home
 }
 
-fn text(t: &[u8]) -> String {
+pub fn text(t: &[u8]) -> String {
     String::from_utf8_lossy(t).into_owned()
 }
 
