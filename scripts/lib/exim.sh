@@ -28,20 +28,28 @@ _exim_unpack() {
 	mkdir -p "$debs"
 	deb=$(find "$debs" -name 'exim4-daemon-light_*.deb' | sort | tail -n 1)
 	if [ -z "$deb" ]; then
+		# One apt already downloaded (apt-get install --download-only, say) will do.
+		find /var/cache/apt/archives -maxdepth 1 -name 'exim4-daemon-light_*.deb' \
+			-exec cp -p {} "$debs/" \; 2>/dev/null || true
+		deb=$(find "$debs" -name 'exim4-daemon-light_*.deb' | sort | tail -n 1)
+	fi
+	if [ -z "$deb" ]; then
 		say "downloading exim4-daemon-light into $debs"
 		# On a fresh machine the package lists may be empty: update once and retry.
 		(cd "$debs" && apt-get download -q exim4-daemon-light >/dev/null 2>&1) ||
 			{
-				quiet "apt-get update failed" apt-get update -qq -o DPkg::Lock::Timeout=600
-				(cd "$debs" && quiet "apt-get download exim4-daemon-light failed" \
+				apt-get update -qq -o DPkg::Lock::Timeout=600 >/dev/null 2>&1 || true
+				(cd "$debs" && quiet "apt-get download exim4-daemon-light failed (no network, as \
+in a scripts/ns namespace? then put its .deb into $debs first)" \
 					apt-get download -q exim4-daemon-light)
 			}
 		deb=$(find "$debs" -name 'exim4-daemon-light_*.deb' | sort | tail -n 1)
 		[ -n "$deb" ] || die "apt-get download left no exim4-daemon-light .deb in $debs"
 	fi
-	if [ ! -x "$(_exim_bin)" ] || [ "$deb" -nt "$(_exim_bin)" ]; then
+	if [ ! -x "$(_exim_bin)" ] || [ "$(cat "$d/root.deb" 2>/dev/null)" != "$deb" ]; then
 		rm -rf "$d/root"
 		quiet "dpkg -x $deb failed" dpkg -x "$deb" "$d/root"
+		echo "$deb" >"$d/root.deb"
 	fi
 	# Its libraries (GnuTLS, Berkeley DB, PCRE2...) come from the Depends of the .deb; the
 	# exim4-base and exim4-config packages it also names are not needed to run the daemon.
@@ -49,6 +57,7 @@ _exim_unpack() {
 		local libs
 		libs=$(dpkg-deb -f "$deb" Depends | tr ',' '\n' | sed 's/[(|].*//; s/ //g' | grep '^lib')
 		say "installing Exim's libraries: $libs"
+		apt-get update -qq -o DPkg::Lock::Timeout=600 >/dev/null 2>&1 || true
 		# shellcheck disable=SC2086 # one word per package
 		quiet "apt-get install of Exim's libraries failed" env DEBIAN_FRONTEND=noninteractive \
 			apt-get install -y -qq -o DPkg::Lock::Timeout=600 --no-install-recommends $libs

@@ -2,7 +2,8 @@
 # Installs the Debian packages the real-peer tests need, only those that are missing.
 # Sourced after common.sh.
 
-# Debian package -> a file it installs that we need.
+# Debian package -> a file it installs that we need. (Exim is not here: exim4-daemon-light
+# conflicts with postfix, so scripts/lib/exim.sh downloads and unpacks it instead.)
 QREMOTE_PACKAGES=(
 	"postfix:/usr/sbin/postfix"
 	"nsd:/usr/sbin/nsd"
