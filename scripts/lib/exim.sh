@@ -169,7 +169,8 @@ exim_up() {
 		fi
 		quiet "exim configuration invalid" "$(_exim_bin)" -C "$etc/exim.conf" -bV
 		say "starting exim on $QREMOTE_EXIM_ADDR ($(_exim_bin))"
-		# -bdf stays in the foreground (no double fork), so the pid file is ours to manage.
+		# -bdf: the daemon stays a child of this script instead of forking away; it still writes
+		# its pid file, which exim_down uses.
 		"$(_exim_bin)" -C "$etc/exim.conf" -bdf -q30m </dev/null >>"$d/log/daemon.out" 2>&1 &
 		echo "$want" >"$d/fingerprint"
 	fi
