@@ -1,8 +1,7 @@
 # shellcheck shell=bash
 # DNS for the tests: nsd (authoritative for qremote.test, other.test, i7tls.test and i7.test) on
-# 127.0.0.53, and
-# unbound (the recursive resolver the program is pointed at) on 127.0.0.54, which reaches
-# nsd through stub zones and nothing else. Sourced after common.sh.
+# 127.0.0.53, and unbound (the recursive resolver the program is pointed at) on 127.0.0.54,
+# which reaches nsd through stub zones and nothing else. Sourced after common.sh.
 
 # The opening of every test zone: origin, TTL, SOA and NS (nsd on ns.qremote.test).
 _dns_zone_head() {
