@@ -214,6 +214,8 @@ stub-zone:
 	stub-addr: $QREMOTE_NSD_ADDR
 stub-zone:
 	name: "i7tls.test."
+	stub-addr: $QREMOTE_NSD_ADDR
+stub-zone:
 	name: "i7.test."
 	stub-addr: $QREMOTE_NSD_ADDR
 # nsd does not serve servfail.test: it answers REFUSED, so unbound answers SERVFAIL.
