@@ -171,6 +171,7 @@ zone:
 zone:
 	name: "i7tls.test"
 	zonefile: "$d/i7tls.test.zone"
+zone:
 	name: "i7.test"
 	zonefile: "$d/i7.test.zone"
 C
