@@ -212,6 +212,20 @@ impl Conn {
         Ok(())
     }
 
+    /// The certificate chain the peer sent, end entity first; empty without TLS (the probe).
+    pub fn peer_certificates(&self) -> Vec<Vec<u8>> {
+        match &self.stream {
+            Stream::Tls(s) => s
+                .conn
+                .peer_certificates()
+                .unwrap_or_default()
+                .iter()
+                .map(|c| c.as_ref().to_vec())
+                .collect(),
+            Stream::Plain(_) | Stream::Closed => Vec::new(),
+        }
+    }
+
     /// Sends a command or a block of the message, which must be written within the write
     /// limit given to [`Conn::new`].
     pub fn send(&mut self, data: &[u8]) -> io::Result<()> {

@@ -17,7 +17,9 @@ pub fn connect(cfg: &Config, ip: IpAddr, port: u16) -> io::Result<TcpStream> {
     result
 }
 
-fn try_connect(cfg: &Config, ip: IpAddr, port: u16) -> io::Result<TcpStream> {
+/// [`connect`] without the tcpto bookkeeping: `qremote-probe` must not change what deliveries
+/// skip.
+pub fn try_connect(cfg: &Config, ip: IpAddr, port: u16) -> io::Result<TcpStream> {
     let addr = SocketAddr::new(ip, port);
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
     if let Some(src) = cfg.outgoing.iter().find(|s| s.is_ipv4() == ip.is_ipv4()) {

@@ -58,19 +58,31 @@ pub fn install_panic_hook() {
 
 /// The whole delivery. Returns the recipient reports and the verdict.
 pub fn run(args: Vec<OsString>) -> (Reporter, Report) {
+    run_with(args, Message::from_stdin)
+}
+
+/// [`run`] with the message from `read` instead of fd 0 (`qremote-probe --send`).
+pub fn run_with(
+    args: Vec<OsString>,
+    read: impl FnOnce() -> Result<Message, Failure>,
+) -> (Reporter, Report) {
     let mut reporter = Reporter::default();
-    let report = match deliver(args, &mut reporter) {
+    let report = match deliver(args, &mut reporter, read) {
         Ok(report) => report,
         Err(f) => f.report(),
     };
     (reporter, report)
 }
 
-fn deliver(args: Vec<OsString>, reporter: &mut Reporter) -> Result<Report, Failure> {
+fn deliver(
+    args: Vec<OsString>,
+    reporter: &mut Reporter,
+    read: impl FnOnce() -> Result<Message, Failure>,
+) -> Result<Report, Failure> {
     let env = Envelope::from_args(args)?;
     control::enter_home()?;
     let cfg = Config::load()?;
-    let mut msg = Message::from_stdin()?;
+    let mut msg = read()?;
     if msg.scan.partial {
         return Err(Failure::PartialFinalLine);
     }

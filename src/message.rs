@@ -17,6 +17,15 @@ pub struct Message {
 pub const BLOCK: usize = 64 * 1024;
 
 impl Message {
+    /// A message from any reader (`qremote-probe --send`), spooled like a pipe.
+    pub fn from_reader(mut input: impl io::Read) -> Result<Message, Failure> {
+        let mut file = spool(&mut input).map_err(|_| Failure::ReadMessage)?;
+        file.seek(SeekFrom::Start(0))
+            .map_err(|_| Failure::ReadMessage)?;
+        let scan = scan(&file).map_err(|_| Failure::ReadMessage)?;
+        Ok(Message { file, scan })
+    }
+
     pub fn from_stdin() -> Result<Message, Failure> {
         let fd = io::stdin()
             .as_fd()
@@ -76,7 +85,7 @@ pub enum SendError {
 }
 
 /// Copies a pipe into an unlinked file in the temporary directory.
-fn spool(input: &mut File) -> io::Result<File> {
+fn spool(input: &mut impl io::Read) -> io::Result<File> {
     let dir = std::env::temp_dir();
     let name = dir.join(format!(
         "qmail-remote.{}.{:x}",

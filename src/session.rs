@@ -64,6 +64,9 @@ struct Dialogue<'j, 'a> {
     tls_line: Option<String>,
     /// A read or write failed (EOF, error, timeout): nothing more is sent, not even QUIT.
     dead: bool,
+    /// The greeting and the last EHLO reply, kept for [`probe`].
+    greeting: Option<Reply>,
+    ehlo: Option<Reply>,
 }
 
 fn died(conn: &Conn, after_dot: bool) -> Failure {
@@ -122,7 +125,9 @@ impl Dialogue<'_, '_> {
         // Keywords are read from the whole reply: a long first line must not hide STARTTLS.
         let reply = self.read_into(Stage::Helo, ReplyBuilder::whole())?;
         if reply.code / 100 == 2 {
-            return Ok(Caps::parse(&reply));
+            let caps = Caps::parse(&reply);
+            self.ehlo = Some(reply);
+            return Ok(caps);
         }
         let reply = reply.capped();
         if reply.code == 421 {
@@ -160,6 +165,8 @@ pub fn run(
         peer,
         tls_line: None,
         dead: false,
+        greeting: None,
+        ehlo: None,
     };
     match greet_and_negotiate(&mut d, policy, plain_because) {
         Ok((caps, note)) => transaction(d, caps, note),
@@ -168,20 +175,23 @@ pub fn run(
                 // The peer is still talking SMTP: say goodbye, as qmail does.
                 d.quit();
             }
-            // A TLS failure's text says all there is to say about TLS.
-            let tls_failure = matches!(
-                f,
-                Failure::TlsFailed { .. }
-                    | Failure::TlsNotOffered { .. }
-                    | Failure::TlsInjection { .. }
-            );
-            let line = d.tls_line.take().or_else(|| {
-                (!tls_failure).then(|| "TLS: none (the session ended before STARTTLS).".to_string())
-            });
+            let line = failure_tls_line(&f, d.tls_line.take());
             Outcome::Next(f, line)
         }
         Err(Step::RetryPlain(why)) => Outcome::RetryPlain(why),
     }
+}
+
+/// The `TLS:` line for a failure before MAIL FROM: the session's, if TLS was up.
+fn failure_tls_line(f: &Failure, tls_line: Option<String>) -> Option<String> {
+    // A TLS failure's text says all there is to say about TLS.
+    let tls_failure = matches!(
+        f,
+        Failure::TlsFailed { .. } | Failure::TlsNotOffered { .. } | Failure::TlsInjection { .. }
+    );
+    tls_line.or_else(|| {
+        (!tls_failure).then(|| "TLS: none (the session ended before STARTTLS).".to_string())
+    })
 }
 
 enum Step {
@@ -273,6 +283,7 @@ fn greet_and_negotiate(
 
 fn greet(d: &mut Dialogue) -> Result<(), Failure> {
     let greeting = d.read(Stage::Greeting)?;
+    d.greeting = Some(greeting.clone());
     if greeting.code != 220 {
         return Err(Failure::Rejected {
             ip: d.conn.ip,
@@ -313,6 +324,72 @@ fn upgrade(d: &mut Dialogue, policy: &Policy) -> Result<crate::tls::Session, Ste
             Err(Failure::TlsFailed { ip, why }.into())
         }
         (Err(Upgrade::Failed(why)), _) => Err(Step::RetryPlain(why)),
+    }
+}
+
+/// What [`probe`] learned on one connection.
+pub struct Probe {
+    pub greeting: Option<Reply>,
+    /// The last EHLO reply (the one after STARTTLS when TLS is up).
+    pub ehlo: Option<Reply>,
+    /// The negotiated TLS session, when the dialogue got that far.
+    pub session: Option<crate::tls::Session>,
+    /// The peer's certificate chain as sent, end entity first (DER).
+    pub certs: Vec<Vec<u8>>,
+    pub outcome: ProbeOutcome,
+}
+
+pub enum ProbeOutcome {
+    /// Ready for MAIL FROM: the capabilities, and the `TLS:` line a delivery would report.
+    Ready(Caps, String),
+    /// As [`Outcome::Next`]: a delivery would try the next address.
+    Next(Failure, Option<String>),
+    /// As [`Outcome::RetryPlain`].
+    RetryPlain(String),
+}
+
+/// `qremote-probe`: the same greeting, EHLO and STARTTLS as [`run`] (same policy, verifier and
+/// reports), then QUIT instead of MAIL FROM.
+pub fn probe(
+    job: &mut Job,
+    peer: &Peer,
+    tcp: TcpStream,
+    policy: &Policy,
+    plain_because: Option<String>,
+) -> Probe {
+    let write_limit = job.cfg.timeout_remote.min(Duration::from_secs(180));
+    let mut d = Dialogue {
+        job,
+        conn: Conn::new(Stream::Plain(tcp), peer.ip, write_limit),
+        peer,
+        tls_line: None,
+        dead: false,
+        greeting: None,
+        ehlo: None,
+    };
+    let result = greet_and_negotiate(&mut d, policy, plain_because);
+    let certs = d.conn.peer_certificates();
+    let (session, outcome) = match result {
+        Ok((caps, TlsNote::Plain(why))) => {
+            (None, ProbeOutcome::Ready(caps, format!("TLS: none ({why}).")))
+        }
+        Ok((caps, TlsNote::Tls(s))) => {
+            let line = s.to_string();
+            (Some(s), ProbeOutcome::Ready(caps, line))
+        }
+        Err(Step::Next(f)) => {
+            let line = failure_tls_line(&f, d.tls_line.take());
+            (None, ProbeOutcome::Next(f, line))
+        }
+        Err(Step::RetryPlain(why)) => (None, ProbeOutcome::RetryPlain(why)),
+    };
+    d.quit();
+    Probe {
+        greeting: d.greeting,
+        ehlo: d.ehlo,
+        session,
+        certs,
+        outcome,
     }
 }
 

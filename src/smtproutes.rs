@@ -24,11 +24,14 @@ pub enum Route {
 #[derive(Default)]
 pub struct Routes {
     map: HashMap<Vec<u8>, Route>,
+    /// The line each key was last set on, for `qremote-probe`.
+    lines: HashMap<Vec<u8>, usize>,
 }
 
 impl Routes {
     pub fn parse(data: &[u8]) -> Result<Routes, Failure> {
         let mut map = HashMap::new();
+        let mut line_of = HashMap::new();
         for (n, line) in lines(data) {
             let line = line.trim_ascii_start();
             let Some((key, value)) = split_key(line) else {
@@ -36,21 +39,34 @@ impl Routes {
             };
             let route = parse_value(value).map_err(|what| syntax("smtproutes", n, what))?;
             map.insert(key.to_ascii_lowercase(), route);
+            line_of.insert(key.to_ascii_lowercase(), n);
         }
-        Ok(Routes { map })
+        Ok(Routes {
+            map,
+            lines: line_of,
+        })
     }
 
     /// The route for `host` (argv[1], the recipient domain).
     pub fn lookup(&self, host: &[u8]) -> Route {
+        self.entry(host)
+            .map_or(Route::Mx, |(_, route)| route.clone())
+    }
+
+    /// The key and line number of the entry [`Routes::lookup`] uses for `host`, if any.
+    pub fn matched_line(&self, host: &[u8]) -> Option<(Vec<u8>, usize)> {
+        let (key, _) = self.entry(host)?;
+        Some((key.clone(), self.lines.get(key).copied().unwrap_or(0)))
+    }
+
+    fn entry(&self, host: &[u8]) -> Option<(&Vec<u8>, &Route)> {
         if self.map.is_empty() {
-            return Route::Mx;
+            return None;
         }
         suffix_keys(host)
             .into_iter()
             .chain(std::iter::once(Vec::new()))
-            .find_map(|k| self.map.get(&k))
-            .cloned()
-            .unwrap_or(Route::Mx)
+            .find_map(|k| self.map.get_key_value(&k))
     }
 }
 

@@ -15,6 +15,7 @@
     clippy::panic
 )]
 
+pub mod trace;
 mod transport;
 mod wire;
 
@@ -215,6 +216,18 @@ impl Resolver {
     /// Records of `qtype` at `name`, following CNAMEs in the answers and re-asking for the end
     /// of a chain that came without the records.
     fn lookup(&mut self, name: &[u8], qtype: u16) -> Result<(Vec<RData>, bool), DnsError> {
+        let mut cnames = Vec::new();
+        let result = self.chase_lookup(name, qtype, &mut cnames);
+        trace::record(name, qtype, &cnames, &result);
+        result
+    }
+
+    fn chase_lookup(
+        &mut self,
+        name: &[u8],
+        qtype: u16,
+        cnames: &mut Vec<Name>,
+    ) -> Result<(Vec<RData>, bool), DnsError> {
         let name = Name::from_text(name).ok_or(DnsError::NxDomain)?;
         let mut chain = vec![name];
         let mut ad = true;
@@ -224,7 +237,9 @@ impl Resolver {
             let current = chain.last().cloned().ok_or(DnsError::NxDomain)?;
             let msg = self.query(&current, qtype)?;
             ad &= msg.ad();
-            match chase(&msg, &mut chain, qtype)? {
+            let chased = chase(&msg, &mut chain, qtype);
+            cnames.clone_from(&chain);
+            match chased? {
                 Chase::Records(r) => return Ok((r, ad)),
                 Chase::NxDomain => return Err(DnsError::NxDomain),
                 Chase::NoData => return Err(DnsError::NoData),

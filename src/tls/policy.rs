@@ -20,7 +20,7 @@ pub enum Level {
 }
 
 impl Level {
-    fn parse(s: &[u8]) -> Option<Level> {
+    pub fn parse(s: &[u8]) -> Option<Level> {
         Some(match s.to_ascii_lowercase().as_slice() {
             b"none" => Level::None,
             b"may" => Level::May,
