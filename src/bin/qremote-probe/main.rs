@@ -1,0 +1,1042 @@
+//! `qremote-probe`: what qmail-remote would do for a destination, without sending a message.
+//! See qremote-probe(1). Everything it decides comes from the qremote library, the code
+//! qmail-remote runs: qmail home, control files, smtproutes, DNS, ipme cut, tcpto, TLS policy,
+//! connect, greeting, EHLO, STARTTLS, verifier and reports. This file only asks and shows.
+//! Unlike qmail-remote it is run by an admin, so it writes to stdout and stderr freely.
+
+mod cert;
+mod json;
+
+use std::ffi::OsString;
+use std::net::{IpAddr, SocketAddr};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use qremote::args::Envelope;
+use qremote::control::{self, Config};
+use qremote::dns::trace::{self, Lookup};
+use qremote::dns::{DnsError, Resolver};
+use qremote::message::Message;
+use qremote::report::{Letter, Report, outsafe, sanitize};
+use qremote::route::{self, Peer};
+use qremote::session::{self, Job, ProbeOutcome};
+use qremote::smtproutes::{Route, Routes};
+use qremote::tls::{Anchors, Level, Policy, Tls, Verified};
+use qremote::{connect, tcpto};
+
+use json::Json;
+
+const USAGE: &str = "\
+usage: qremote-probe [options] destination
+
+Shows what qmail-remote would do for a destination, using the same qmail home, control
+files, routing, DNS, TLS policy and certificate verification, and talks to each peer up to
+EHLO after STARTTLS. No MAIL FROM is sent unless --send is given.
+
+destination:
+  example.com        a recipient domain, routed as qmail-remote routes it (smtproutes, MX)
+  [192.0.2.1]        an IP address literal
+  relay.example:587  a relay and port, as if smtproutes routed the destination there
+
+options:
+  --all              probe every address (default: stop at the first one that would take
+                     the message, as a delivery does)
+  --peer IP          probe only this address of the route
+  --level LEVEL      use TLS level none, may, encrypt or verify instead of the policy
+  --json             one JSON object on stdout, for monitoring
+  --send FROM TO     deliver a test message from FROM to TO through the real delivery path
+                     (qmail-remote's) and print its reports; the message is generated, or
+                     read from stdin with --stdin
+  --stdin            with --send: the message is on stdin
+  -h, --help         this text
+  -V, --version      the version
+
+exit status (Nagios/monitoring-plugins convention):
+  0  OK: a delivery would reach MAIL FROM, with TLS verified on every peer probed
+     (with --send: the message was accepted)
+  1  WARNING: a delivery would reach MAIL FROM, but a probed peer failed or TLS was not
+     verified there
+  2  CRITICAL: no probed peer would take the message (with --send: deferred or bounced)
+  3  UNKNOWN: bad usage, or the control files cannot be used
+";
+
+struct Opts {
+    dest: String,
+    all: bool,
+    peer: Option<IpAddr>,
+    level: Option<Level>,
+    json: bool,
+    send: Option<(String, String)>,
+    stdin: bool,
+}
+
+#[derive(Clone, Copy)]
+enum Exit {
+    Ok = 0,
+    Warning = 1,
+    Critical = 2,
+    Unknown = 3,
+}
+
+fn parse_args(args: &[String]) -> Result<Option<Opts>, String> {
+    let mut opts = Opts {
+        dest: String::new(),
+        all: false,
+        peer: None,
+        level: None,
+        json: false,
+        send: None,
+        stdin: false,
+    };
+    let mut dest = None;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut value = |what: &str| {
+            it.next()
+                .cloned()
+                .ok_or_else(|| format!("{a} needs {what}"))
+        };
+        match a.as_str() {
+            "-h" | "--help" => return Ok(None),
+            "-V" | "--version" => {
+                println!("qremote-probe {}", env!("CARGO_PKG_VERSION"));
+                std::process::exit(0);
+            }
+            "--all" => opts.all = true,
+            "--json" => opts.json = true,
+            "--stdin" => opts.stdin = true,
+            "--peer" => {
+                let v = value("an IP address")?;
+                let ip = route::literal(v.as_bytes())
+                    .ok_or_else(|| format!("--peer {v}: not an IP address"))?;
+                opts.peer = Some(ip);
+            }
+            "--level" => {
+                let v = value("a level")?;
+                opts.level = Some(
+                    Level::parse(v.as_bytes())
+                        .ok_or_else(|| format!("--level {v}: not none, may, encrypt or verify"))?,
+                );
+            }
+            "--send" => {
+                let from = value("a sender and a recipient")?;
+                let to = value("a recipient")?;
+                opts.send = Some((from, to));
+            }
+            s if s.starts_with('-') && s.len() > 1 => return Err(format!("unknown option {s}")),
+            s => {
+                if dest.replace(s.to_string()).is_some() {
+                    return Err("more than one destination".into());
+                }
+            }
+        }
+    }
+    opts.dest = dest.ok_or("no destination")?;
+    if opts.stdin && opts.send.is_none() {
+        return Err("--stdin goes with --send".into());
+    }
+    Ok(Some(opts))
+}
+
+/// `relay:587` or `[2001:db8::1]:2525`: a relay and port given on the command line.
+fn relay_form(dest: &str) -> Option<(&str, u16)> {
+    let (host, port) = dest.rsplit_once(':')?;
+    let port: u16 = port.parse().ok()?;
+    let bracketed = host.starts_with('[') && host.ends_with(']');
+    (bracketed || !host.contains(':')).then_some((host, port))
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args_os()
+        .skip(1)
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let opts = match parse_args(&args) {
+        Ok(Some(o)) => o,
+        Ok(None) => {
+            print!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("qremote-probe: {e}\n\n{USAGE}");
+            return ExitCode::from(Exit::Unknown as u8);
+        }
+    };
+    let code = match &opts.send {
+        Some((from, to)) => send(&opts, from, to),
+        None => probe(&opts),
+    };
+    ExitCode::from(code as u8)
+}
+
+/// Shows a report as qmail-remote would print it: letter, then the text (NUL left out).
+fn report_text(letter: char, text: &[u8]) -> String {
+    format!("{letter}{}", String::from_utf8_lossy(&sanitize(text)))
+}
+
+fn letter_char(l: Letter) -> char {
+    l.byte() as char
+}
+
+fn fail_early(opts: &Opts, what: &str, report: &Report) -> Exit {
+    let text = report_text(letter_char(report.letter()), report.text());
+    if opts.json {
+        let mut out = String::new();
+        Json::Obj(vec![
+            ("destination", Json::str(opts.dest.clone())),
+            ("error", Json::str(what)),
+            ("report", Json::str(text)),
+            ("exit", Json::Num(Exit::Unknown as i64)),
+        ])
+        .write(&mut out);
+        println!("{out}");
+    } else {
+        println!("{what}: qmail-remote would report:\n  {}", text.trim_end());
+    }
+    Exit::Unknown
+}
+
+/// `--send`: qmail-remote's own delivery, in this process, with a generated message.
+fn send(opts: &Opts, from: &str, to: &str) -> Exit {
+    if relay_form(&opts.dest).is_some() {
+        eprintln!(
+            "qremote-probe: --send delivers by the real route: give a domain (route a test domain \
+             with control/smtproutes to reach a relay)"
+        );
+        return Exit::Unknown;
+    }
+    let args: Vec<OsString> = ["qmail-remote", &opts.dest, from, to]
+        .iter()
+        .map(OsString::from)
+        .collect();
+    let stdin = opts.stdin;
+    let (reporter, verdict) = qremote::run_with(args, || {
+        if stdin {
+            Message::from_reader(std::io::stdin().lock())
+        } else {
+            Message::from_reader(test_message(from, to).as_bytes())
+        }
+    });
+    let rendered = reporter.render(&verdict);
+    let reports: Vec<&[u8]> = rendered
+        .strip_suffix(b"\0")
+        .unwrap_or(&rendered)
+        .split(|&b| b == 0)
+        .collect();
+    let code = match verdict.letter() {
+        Letter::K => Exit::Ok,
+        Letter::Z | Letter::D => Exit::Critical,
+    };
+    if opts.json {
+        let mut out = String::new();
+        Json::Obj(vec![
+            ("destination", Json::str(opts.dest.clone())),
+            ("sender", Json::str(from)),
+            ("recipient", Json::str(to)),
+            (
+                "reports",
+                Json::Arr(
+                    reports
+                        .iter()
+                        .map(|r| Json::str(String::from_utf8_lossy(r)))
+                        .collect(),
+                ),
+            ),
+            ("exit", Json::Num(code as i64)),
+        ])
+        .write(&mut out);
+        println!("{out}");
+    } else {
+        println!("qmail-remote's reports (one per line group, NUL terminators left out):");
+        for r in reports {
+            for line in String::from_utf8_lossy(r).trim_end().lines() {
+                println!("  {line}");
+            }
+        }
+    }
+    code
+}
+
+fn test_message(from: &str, to: &str) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    format!(
+        "From: <{from}>\nTo: <{to}>\nSubject: qremote-probe test message\n\
+         Message-ID: <qremote-probe.{now}.{}@{}>\n\n\
+         This is a test message sent by qremote-probe --send.\n",
+        std::process::id(),
+        from.rsplit_once('@').map_or("localhost", |(_, d)| d),
+    )
+}
+
+/// One connection to one address.
+struct Attempt {
+    plain_because: Option<String>,
+    source: Option<SocketAddr>,
+    connect: Result<Duration, String>,
+    probe: Option<session::Probe>,
+}
+
+struct PeerRun {
+    peer: Peer,
+    policy: Policy,
+    tcpto_skip: bool,
+    attempts: Vec<Attempt>,
+}
+
+impl PeerRun {
+    fn ready(&self) -> bool {
+        self.attempts.last().is_some_and(|a| {
+            a.probe
+                .as_ref()
+                .is_some_and(|p| matches!(p.outcome, ProbeOutcome::Ready(..)))
+        })
+    }
+
+    fn verified(&self) -> bool {
+        self.attempts.last().is_some_and(|a| {
+            a.probe.as_ref().is_some_and(|p| {
+                p.session
+                    .as_ref()
+                    .is_some_and(|s| matches!(s.verified, Verified::Yes(_)))
+            })
+        })
+    }
+}
+
+/// What the route section shows.
+struct RouteInfo {
+    /// `smtproutes`, `command line`, `mx` or `literal`.
+    kind: &'static str,
+    line: Option<usize>,
+    /// The smtproutes line with any password hidden, or the command-line relay.
+    text: Option<String>,
+    relay: Option<(String, u16)>,
+}
+
+/// An smtproutes line for display: a sagredo-style `relay:port|user|password` keeps the user
+/// and hides the password; anything unprintable becomes '?'.
+fn mask_credentials(line: &[u8]) -> String {
+    let mut parts = line.splitn(3, |&b| b == b'|');
+    let mut out = String::from_utf8_lossy(&sanitize(parts.next().unwrap_or_default())).into_owned();
+    if let Some(user) = parts.next() {
+        out.push('|');
+        out.push_str(&String::from_utf8_lossy(&sanitize(user)));
+    }
+    if parts.next().is_some() {
+        out.push_str("|(password hidden)");
+    }
+    out.replace('\n', "?")
+}
+
+fn route_info(cfg: &Config, host: &[u8], relay: Option<(&str, u16)>) -> RouteInfo {
+    let route = cfg.routes.lookup(host);
+    let relay_of = |r: &Route| match r {
+        Route::Relay { host, port } => Some((outsafe(host), *port)),
+        Route::Mx => None,
+    };
+    if let Some((h, p)) = relay {
+        return RouteInfo {
+            kind: "command line",
+            line: None,
+            text: Some(format!("{h}:{p}")),
+            relay: Some((h.to_string(), p)),
+        };
+    }
+    match cfg.routes.matched_line(host) {
+        Some((_, n)) => {
+            let raw = control::read_file("smtproutes")
+                .ok()
+                .flatten()
+                .unwrap_or_default();
+            let text = control::lines(&raw)
+                .find(|(i, _)| *i == n)
+                .map(|(_, l)| mask_credentials(l));
+            RouteInfo {
+                kind: "smtproutes",
+                line: Some(n),
+                text,
+                relay: relay_of(&route),
+            }
+        }
+        None => RouteInfo {
+            kind: if route::literal(host).is_some() {
+                "literal"
+            } else {
+                "mx"
+            },
+            line: None,
+            text: None,
+            relay: None,
+        },
+    }
+}
+
+fn dns_error(e: &DnsError) -> String {
+    match e {
+        DnsError::NxDomain => "NXDOMAIN (no such name)".into(),
+        DnsError::NoData => "no records of this type (NODATA)".into(),
+        DnsError::Temporary(why) => format!("temporary failure: {why}"),
+    }
+}
+
+fn anchors_text(a: &Anchors) -> String {
+    match a {
+        Anchors::Public => {
+            if control::exists("tlsca") {
+                "webpki roots, then control/tlsca".into()
+            } else {
+                "webpki roots".into()
+            }
+        }
+        Anchors::File(path) => format!("only {path}"),
+    }
+}
+
+fn probe(opts: &Opts) -> Exit {
+    let home = match control::enter_home() {
+        Ok(h) => h,
+        Err(f) => return fail_early(opts, "qmail home", &f.report()),
+    };
+    let mut cfg = match Config::load() {
+        Ok(c) => c,
+        Err(f) => return fail_early(opts, "control files", &f.report()),
+    };
+    let relay = relay_form(&opts.dest);
+    let host: Vec<u8> = match relay {
+        Some((h, p)) => {
+            // Exactly what an smtproutes line `:relay:port` would do.
+            match Routes::parse(format!(":{h}:{p}\n").as_bytes()) {
+                Ok(r) => cfg.routes = r,
+                Err(f) => return fail_early(opts, "relay", &f.report()),
+            }
+            h.as_bytes().to_vec()
+        }
+        None => opts.dest.as_bytes().to_vec(),
+    };
+    let route_info = route_info(&cfg, &host, relay);
+    let resolver: Vec<String> = Resolver::from_config()
+        .map(|r| r.servers().iter().map(ToString::to_string).collect())
+        .unwrap_or_default();
+    trace::start();
+    let peers = route::peers(&cfg, &host);
+    let mut lookups = trace::take();
+    let tls = match Tls::load() {
+        Ok(t) => t,
+        Err(f) => return fail_early(opts, "control files", &f.report()),
+    };
+    let ctx = Context {
+        opts,
+        home: home.display().to_string(),
+        cfg: &cfg,
+        route: route_info,
+        resolver,
+    };
+    let peers = match peers {
+        Ok(p) => p,
+        Err(f) => {
+            let report = f.report();
+            return ctx.show(&lookups, &[], Some(&report));
+        }
+    };
+    let policies: Vec<Policy> = peers
+        .iter()
+        .map(|p| {
+            let mut policy = tls.policy(p, &host);
+            if let Some(level) = opts.level {
+                policy.level = level;
+                policy.source = "qremote-probe --level".into();
+            }
+            policy
+        })
+        .collect();
+    lookups.extend(trace::take());
+    let env = Envelope {
+        host: host.clone(),
+        sender: Vec::new(),
+        recipients: Vec::new(),
+        utf8: false,
+    };
+    let Ok(mut msg) = Message::from_reader(&b""[..]) else {
+        eprintln!("qremote-probe: cannot create a temporary file");
+        return Exit::Unknown;
+    };
+    let mut job = Job {
+        cfg: &cfg,
+        env: &env,
+        msg: &mut msg,
+        tls: &tls,
+    };
+    let mut runs = Vec::new();
+    for (peer, policy) in peers.iter().zip(policies) {
+        let tcpto_skip = tcpto::should_skip(peer.ip);
+        let chosen = match opts.peer {
+            Some(ip) => ip == peer.ip,
+            None => opts.all || !(tcpto_skip || runs.iter().any(PeerRun::ready)),
+        };
+        let mut run = PeerRun {
+            peer: peer.clone(),
+            policy,
+            tcpto_skip,
+            attempts: Vec::new(),
+        };
+        if chosen {
+            run.attempts = attempts(&mut job, peer, &run.policy);
+        }
+        runs.push(run);
+    }
+    lookups.extend(trace::take());
+    if let Some(ip) = opts.peer
+        && !peers.iter().any(|p| p.ip == ip)
+    {
+        eprintln!("qremote-probe: {ip} is not an address of this route");
+        return Exit::Unknown;
+    }
+    ctx.show(&lookups, &runs, None)
+}
+
+/// The connections a delivery would make to one address: one, or two when a TLS handshake
+/// failed at level `may` and the address is retried in plaintext.
+fn attempts(job: &mut Job, peer: &Peer, policy: &Policy) -> Vec<Attempt> {
+    let mut out = Vec::new();
+    let mut plain_because = None;
+    loop {
+        let start = Instant::now();
+        let tcp = match connect::try_connect(job.cfg, peer.ip, peer.port) {
+            Ok(t) => t,
+            Err(e) => {
+                out.push(Attempt {
+                    plain_because,
+                    source: None,
+                    connect: Err(e.to_string()),
+                    probe: None,
+                });
+                return out;
+            }
+        };
+        let elapsed = start.elapsed();
+        let source = tcp.local_addr().ok();
+        let p = session::probe(job, peer, tcp, policy, plain_because.clone());
+        let retry = match &p.outcome {
+            ProbeOutcome::RetryPlain(why) => Some(format!("TLS failed, retried in plaintext: {why}")),
+            _ => None,
+        };
+        out.push(Attempt {
+            plain_because,
+            source,
+            connect: Ok(elapsed),
+            probe: Some(p),
+        });
+        match retry {
+            Some(why) if out.len() < 2 => plain_because = Some(why),
+            _ => return out,
+        }
+    }
+}
+
+struct Context<'a> {
+    opts: &'a Opts,
+    home: String,
+    cfg: &'a Config,
+    route: RouteInfo,
+    resolver: Vec<String>,
+}
+
+fn exit_code(runs: &[PeerRun], route_failure: Option<&Report>) -> Exit {
+    if route_failure.is_some() {
+        return Exit::Critical;
+    }
+    let probed: Vec<&PeerRun> = runs.iter().filter(|r| !r.attempts.is_empty()).collect();
+    if !probed.iter().any(|r| r.ready()) {
+        return Exit::Critical;
+    }
+    if probed.iter().all(|r| r.ready() && r.verified()) {
+        Exit::Ok
+    } else {
+        Exit::Warning
+    }
+}
+
+/// What a delivery would report if this address were the last one tried.
+fn verdict(a: &Attempt) -> (String, Option<String>, Option<String>) {
+    match (&a.connect, &a.probe) {
+        (Err(e), _) => (
+            "no-connection".into(),
+            Some(format!("cannot connect: {e}")),
+            None,
+        ),
+        (Ok(_), Some(p)) => match &p.outcome {
+            ProbeOutcome::Ready(_, line) => ("ready".into(), None, Some(line.clone())),
+            ProbeOutcome::Next(f, line) => {
+                let mut r = f.report();
+                if let Some(l) = line {
+                    r.push_line(l);
+                }
+                (
+                    "next".into(),
+                    Some(report_text(letter_char(r.letter()), r.text())),
+                    line.clone(),
+                )
+            }
+            ProbeOutcome::RetryPlain(why) => (
+                "retry-plaintext".into(),
+                Some(format!("TLS handshake failed at level may: {why}")),
+                None,
+            ),
+        },
+        (Ok(_), None) => ("unknown".into(), None, None),
+    }
+}
+
+fn reply_lines(r: &qremote::reply::Reply) -> Vec<String> {
+    String::from_utf8_lossy(&sanitize(&r.text))
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+impl Context<'_> {
+    fn show(&self, lookups: &[Lookup], runs: &[PeerRun], failure: Option<&Report>) -> Exit {
+        let code = exit_code(runs, failure);
+        if self.opts.json {
+            let mut out = String::new();
+            self.json(lookups, runs, failure, &code).write(&mut out);
+            println!("{out}");
+        } else {
+            self.text(lookups, runs, failure, &code);
+        }
+        code
+    }
+
+    fn text(&self, lookups: &[Lookup], runs: &[PeerRun], failure: Option<&Report>, code: &Exit) {
+        let cfg = self.cfg;
+        println!("destination: {}", self.opts.dest);
+        println!("qmail home: {}", self.home);
+        println!("helohost: {}", outsafe(&cfg.helohost));
+        println!(
+            "timeouts: connect {} s, remote {} s",
+            cfg.timeout_connect.as_secs(),
+            cfg.timeout_remote.as_secs()
+        );
+        let src: Vec<String> = cfg.outgoing.iter().map(ToString::to_string).collect();
+        println!(
+            "source address: {}",
+            if src.is_empty() {
+                "chosen by the kernel (no control/outgoingip)".to_string()
+            } else {
+                format!("{} (control/outgoingip)", src.join(", "))
+            }
+        );
+        let r = &self.route;
+        match r.kind {
+            "smtproutes" => println!(
+                "route: control/smtproutes line {}: {}{}",
+                r.line.unwrap_or(0),
+                r.text.as_deref().unwrap_or("?"),
+                match &r.relay {
+                    Some((h, p)) => format!(" (relay {h} port {p}, no MX lookup)"),
+                    None => " (empty relay: MX lookup as usual)".into(),
+                }
+            ),
+            "command line" => println!(
+                "route: relay {} given on the command line (as an smtproutes entry would)",
+                r.text.as_deref().unwrap_or("?")
+            ),
+            "literal" => println!("route: IP address literal (no smtproutes entry, no DNS)"),
+            _ => println!("route: MX lookup (no smtproutes entry)"),
+        }
+        if !lookups.is_empty() {
+            println!("DNS (resolver {}):", self.resolver.join(", "));
+        }
+        for l in lookups {
+            let mut line = format!("  {} {}", l.qtype, outsafe(&l.name));
+            for c in &l.cnames {
+                line.push_str(&format!(" -> CNAME {}", outsafe(c)));
+            }
+            match &l.result {
+                Ok(records) => {
+                    line.push_str(&format!(": {}", records.join(", ")));
+                    line.push_str(if l.ad {
+                        " [DNSSEC: secure, AD=1]"
+                    } else {
+                        " [DNSSEC: not validated, AD=0]"
+                    });
+                }
+                Err(e) => line.push_str(&format!(": {}", dns_error(e))),
+            }
+            println!("{line}");
+        }
+        if let Some(f) = failure {
+            println!(
+                "no address to try; qmail-remote would report:\n  {}",
+                report_text(letter_char(f.letter()), f.text()).trim_end()
+            );
+            println!("result: {}", exit_name(code));
+            return;
+        }
+        println!("addresses, in the order qmail-remote would try them:");
+        for (i, run) in runs.iter().enumerate() {
+            println!(
+                "  {}. {}  TLS policy: {} from {}{}",
+                i + 1,
+                peer_text(&run.peer),
+                run.policy.level.name(),
+                run.policy.source,
+                if run.tcpto_skip {
+                    "  (skipped: recent connect timeouts in queue/lock/tcpto)"
+                } else {
+                    ""
+                }
+            );
+        }
+        if runs.iter().any(|r| !r.peer.relay && r.peer.pref > 0)
+            && runs
+                .windows(2)
+                .any(|w| w[0].peer.pref == w[1].peer.pref && w[0].peer.name != w[1].peer.name)
+        {
+            println!("  (MX hosts of equal preference are shuffled for each delivery)");
+        }
+        for run in runs.iter().filter(|r| !r.attempts.is_empty()) {
+            println!();
+            println!("peer {}", peer_text(&run.peer));
+            println!(
+                "  TLS policy: {} from {}; trust anchors: {}",
+                run.policy.level.name(),
+                run.policy.source,
+                anchors_text(&run.policy.anchors)
+            );
+            for a in &run.attempts {
+                show_attempt(a);
+            }
+        }
+        println!();
+        println!("result: {}", exit_name(code));
+    }
+
+    fn json(
+        &self,
+        lookups: &[Lookup],
+        runs: &[PeerRun],
+        failure: Option<&Report>,
+        code: &Exit,
+    ) -> Json {
+        let cfg = self.cfg;
+        let r = &self.route;
+        let route = Json::Obj(vec![
+            ("kind", Json::str(r.kind)),
+            ("line", r.line.map_or(Json::Null, |n| Json::Num(n as i64))),
+            ("text", Json::opt_str(r.text.clone())),
+            (
+                "relay",
+                Json::opt_str(r.relay.as_ref().map(|(h, _)| h.clone())),
+            ),
+            (
+                "port",
+                r.relay
+                    .as_ref()
+                    .map_or(Json::Null, |(_, p)| Json::Num(i64::from(*p))),
+            ),
+        ]);
+        let dns = lookups
+            .iter()
+            .map(|l| {
+                Json::Obj(vec![
+                    ("name", Json::str(outsafe(&l.name))),
+                    ("type", Json::str(l.qtype.clone())),
+                    (
+                        "cnames",
+                        Json::Arr(l.cnames.iter().map(|c| Json::str(outsafe(c))).collect()),
+                    ),
+                    ("ad", Json::Bool(l.ad)),
+                    (
+                        "records",
+                        Json::Arr(
+                            l.result
+                                .as_ref()
+                                .map(|r| r.iter().map(|s| Json::str(s.clone())).collect())
+                                .unwrap_or_default(),
+                        ),
+                    ),
+                    (
+                        "error",
+                        Json::opt_str(l.result.as_ref().err().map(dns_error)),
+                    ),
+                ])
+            })
+            .collect();
+        let peers = runs
+            .iter()
+            .map(|run| {
+                Json::Obj(vec![
+                    ("ip", Json::str(run.peer.ip.to_string())),
+                    ("port", Json::Num(i64::from(run.peer.port))),
+                    ("name", Json::str(outsafe(&run.peer.name))),
+                    ("preference", Json::Num(i64::from(run.peer.pref))),
+                    ("relay", Json::Bool(run.peer.relay)),
+                    ("tcpto_skip", Json::Bool(run.tcpto_skip)),
+                    (
+                        "policy",
+                        Json::Obj(vec![
+                            ("level", Json::str(run.policy.level.name())),
+                            ("source", Json::str(run.policy.source.clone())),
+                            ("anchors", Json::str(anchors_text(&run.policy.anchors))),
+                        ]),
+                    ),
+                    ("probed", Json::Bool(!run.attempts.is_empty())),
+                    (
+                        "attempts",
+                        Json::Arr(run.attempts.iter().map(attempt_json).collect()),
+                    ),
+                ])
+            })
+            .collect();
+        Json::Obj(vec![
+            ("destination", Json::str(self.opts.dest.clone())),
+            ("qmail_home", Json::str(self.home.clone())),
+            ("helohost", Json::str(outsafe(&cfg.helohost))),
+            (
+                "resolver",
+                Json::Arr(self.resolver.iter().map(|s| Json::str(s.clone())).collect()),
+            ),
+            ("route", route),
+            ("dns", Json::Arr(dns)),
+            (
+                "route_failure",
+                Json::opt_str(failure.map(|f| report_text(letter_char(f.letter()), f.text()))),
+            ),
+            ("peers", Json::Arr(peers)),
+            ("status", Json::str(exit_name(code))),
+            ("exit", Json::Num(*code as i64)),
+        ])
+    }
+}
+
+fn exit_name(code: &Exit) -> &'static str {
+    match code {
+        Exit::Ok => "OK",
+        Exit::Warning => "WARNING",
+        Exit::Critical => "CRITICAL",
+        Exit::Unknown => "UNKNOWN",
+    }
+}
+
+fn peer_text(p: &Peer) -> String {
+    let name = if p.name.is_empty() {
+        "no name".to_string()
+    } else {
+        outsafe(&p.name)
+    };
+    let why = if p.relay {
+        "smtproutes relay".to_string()
+    } else if p.name.is_empty() {
+        "IP literal".to_string()
+    } else {
+        format!("MX {}", p.pref)
+    };
+    let ip = match p.ip {
+        IpAddr::V6(v6) => format!("[{v6}]"),
+        IpAddr::V4(v4) => v4.to_string(),
+    };
+    format!("{ip}:{} ({name}, {why})", p.port)
+}
+
+fn show_attempt(a: &Attempt) {
+    if let Some(why) = &a.plain_before() {
+        println!("  new connection without STARTTLS, as a delivery would ({why})");
+    }
+    match &a.connect {
+        Err(e) => println!("  connect: failed: {e}"),
+        Ok(t) => println!(
+            "  connect: from {} in {} ms",
+            a.source.map_or("?".into(), |s| s.ip().to_string()),
+            t.as_millis()
+        ),
+    }
+    if let Some(p) = &a.probe {
+        if let Some(g) = &p.greeting {
+            println!("  greeting:");
+            reply_lines(g).iter().for_each(|l| println!("    {l}"));
+        }
+        if let Some(e) = &p.ehlo {
+            println!("  EHLO reply:");
+            reply_lines(e).iter().for_each(|l| println!("    {l}"));
+        }
+        if let Some(s) = &p.session {
+            println!("  TLS: {} with {}", s.version, s.cipher);
+        }
+        for (i, c) in p.certs.iter().enumerate() {
+            show_cert(i, c);
+        }
+        if let Some(s) = &p.session {
+            match &s.verified {
+                Verified::Yes(by) => println!("  verification: verified as {} by {by}", s.name),
+                Verified::No(why) => println!("  verification: failed: {why}"),
+            }
+        }
+    }
+    let (state, report, line) = verdict(a);
+    if let Some(l) = &line {
+        println!("  report line: {l}");
+    }
+    match state.as_str() {
+        "ready" => println!("  => a delivery would send MAIL FROM here"),
+        "retry-plaintext" => println!(
+            "  => {} (a delivery closes this connection and retries in plaintext)",
+            report.unwrap_or_default()
+        ),
+        _ => {
+            println!("  => a delivery would try the next address; if this one is the last, it reports:");
+            for l in report.unwrap_or_default().trim_end().lines() {
+                println!("     {l}");
+            }
+        }
+    }
+}
+
+impl Attempt {
+    fn plain_before(&self) -> Option<String> {
+        self.plain_because.clone()
+    }
+}
+
+fn cert_validity(c: &cert::CertInfo) -> &'static str {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    if now > c.not_after_unix {
+        "EXPIRED"
+    } else if now < c.not_before_unix {
+        "NOT YET VALID"
+    } else {
+        "valid now"
+    }
+}
+
+fn show_cert(i: usize, der: &[u8]) {
+    match cert::parse(der) {
+        Ok(c) => {
+            println!("  certificate {i}:");
+            println!("    subject: {}", c.subject);
+            if !c.sans.is_empty() {
+                println!("    names: {}", c.sans.join(", "));
+            }
+            println!("    issuer: {}", c.issuer);
+            println!(
+                "    valid: {} to {} ({})",
+                c.not_before,
+                c.not_after,
+                cert_validity(&c)
+            );
+            println!("    SPKI SHA-256: {}", c.spki_sha256);
+        }
+        Err(e) => println!("  certificate {i}: cannot be shown ({e})"),
+    }
+}
+
+fn cert_json(der: &[u8]) -> Json {
+    match cert::parse(der) {
+        Ok(c) => Json::Obj(vec![
+            ("subject", Json::str(c.subject.clone())),
+            (
+                "names",
+                Json::Arr(c.sans.iter().map(|s| Json::str(s.clone())).collect()),
+            ),
+            ("issuer", Json::str(c.issuer.clone())),
+            ("not_before", Json::str(c.not_before.clone())),
+            ("not_after", Json::str(c.not_after.clone())),
+            ("validity", Json::str(cert_validity(&c))),
+            ("spki_sha256", Json::str(c.spki_sha256.clone())),
+        ]),
+        Err(e) => Json::Obj(vec![("error", Json::str(e))]),
+    }
+}
+
+fn attempt_json(a: &Attempt) -> Json {
+    let (state, report, line) = verdict(a);
+    let p = a.probe.as_ref();
+    let tls = p.and_then(|p| p.session.as_ref()).map_or(Json::Null, |s| {
+        let (ok, detail) = match &s.verified {
+            Verified::Yes(by) => (true, by.clone()),
+            Verified::No(why) => (false, why.clone()),
+        };
+        Json::Obj(vec![
+            ("version", Json::str(s.version.clone())),
+            ("cipher", Json::str(s.cipher.clone())),
+            ("verified", Json::Bool(ok)),
+            ("verified_as", Json::str(s.name.clone())),
+            (if ok { "verified_by" } else { "error" }, Json::str(detail)),
+        ])
+    });
+    let caps = p.and_then(|p| match &p.outcome {
+        ProbeOutcome::Ready(caps, _) => Some(caps),
+        _ => None,
+    });
+    Json::Obj(vec![
+        ("plaintext_because", Json::opt_str(a.plain_because.clone())),
+        (
+            "source",
+            Json::opt_str(a.source.map(|s| s.ip().to_string())),
+        ),
+        (
+            "connect_ms",
+            a.connect
+                .as_ref()
+                .map_or(Json::Null, |d| Json::Num(d.as_millis() as i64)),
+        ),
+        (
+            "connect_error",
+            Json::opt_str(a.connect.as_ref().err().cloned()),
+        ),
+        (
+            "greeting",
+            p.and_then(|p| p.greeting.as_ref())
+                .map_or(Json::Null, |r| {
+                    Json::Arr(reply_lines(r).into_iter().map(Json::Str).collect())
+                }),
+        ),
+        (
+            "ehlo",
+            p.and_then(|p| p.ehlo.as_ref()).map_or(Json::Null, |r| {
+                Json::Arr(reply_lines(r).into_iter().map(Json::Str).collect())
+            }),
+        ),
+        (
+            "starttls_offered",
+            caps.map_or(Json::Null, |c| Json::Bool(c.starttls)),
+        ),
+        ("tls", tls),
+        (
+            "certificates",
+            Json::Arr(p.map_or(Vec::new(), |p| {
+                p.certs.iter().map(|c| cert_json(c)).collect()
+            })),
+        ),
+        ("tls_line", Json::opt_str(line)),
+        ("state", Json::str(state)),
+        ("report", Json::opt_str(report)),
+    ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_are_masked() {
+        assert_eq!(
+            mask_credentials(b"a.example:relay:587|alice|s3cret|x"),
+            "a.example:relay:587|alice|(password hidden)"
+        );
+        assert_eq!(mask_credentials(b"a:relay:25"), "a:relay:25");
+    }
+
+    #[test]
+    fn relay_forms() {
+        assert_eq!(relay_form("relay.example:587"), Some(("relay.example", 587)));
+        assert_eq!(relay_form("[::1]:2525"), Some(("[::1]", 2525)));
+        assert_eq!(relay_form("example.com"), None);
+        assert_eq!(relay_form("[::1]"), None);
+        assert_eq!(relay_form("::1"), None);
+    }
+}
