@@ -64,9 +64,9 @@ struct Dialogue<'j, 'a> {
     tls_line: Option<String>,
     /// A read or write failed (EOF, error, timeout): nothing more is sent, not even QUIT.
     dead: bool,
-    /// The greeting and the last EHLO reply, kept for [`probe`].
+    /// The greeting and every EHLO reply, kept for [`probe`].
     greeting: Option<Reply>,
-    ehlo: Option<Reply>,
+    ehlo: Vec<Reply>,
 }
 
 fn died(conn: &Conn, after_dot: bool) -> Failure {
@@ -126,7 +126,7 @@ impl Dialogue<'_, '_> {
         let reply = self.read_into(Stage::Helo, ReplyBuilder::whole())?;
         if reply.code / 100 == 2 {
             let caps = Caps::parse(&reply);
-            self.ehlo = Some(reply);
+            self.ehlo.push(reply);
             return Ok(caps);
         }
         let reply = reply.capped();
@@ -166,7 +166,7 @@ pub fn run(
         tls_line: None,
         dead: false,
         greeting: None,
-        ehlo: None,
+        ehlo: Vec::new(),
     };
     match greet_and_negotiate(&mut d, policy, plain_because) {
         Ok((caps, note)) => transaction(d, caps, note),
@@ -330,8 +330,8 @@ fn upgrade(d: &mut Dialogue, policy: &Policy) -> Result<crate::tls::Session, Ste
 /// What [`probe`] learned on one connection.
 pub struct Probe {
     pub greeting: Option<Reply>,
-    /// The last EHLO reply (the one after STARTTLS when TLS is up).
-    pub ehlo: Option<Reply>,
+    /// Every EHLO reply, in order (before and after STARTTLS).
+    pub ehlo: Vec<Reply>,
     /// The negotiated TLS session, when the dialogue got that far.
     pub session: Option<crate::tls::Session>,
     /// The peer's certificate chain as sent, end entity first (DER).
@@ -365,14 +365,15 @@ pub fn probe(
         tls_line: None,
         dead: false,
         greeting: None,
-        ehlo: None,
+        ehlo: Vec::new(),
     };
     let result = greet_and_negotiate(&mut d, policy, plain_because);
     let certs = d.conn.peer_certificates();
     let (session, outcome) = match result {
-        Ok((caps, TlsNote::Plain(why))) => {
-            (None, ProbeOutcome::Ready(caps, format!("TLS: none ({why}).")))
-        }
+        Ok((caps, TlsNote::Plain(why))) => (
+            None,
+            ProbeOutcome::Ready(caps, format!("TLS: none ({why}).")),
+        ),
         Ok((caps, TlsNote::Tls(s))) => {
             let line = s.to_string();
             (Some(s), ProbeOutcome::Ready(caps, line))

@@ -11,6 +11,7 @@ mod faults;
 mod invocation;
 mod issue7;
 mod postfix;
+mod probe;
 mod scripted;
 mod tls;
 mod tls_matrix;

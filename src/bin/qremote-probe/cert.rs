@@ -57,7 +57,9 @@ impl<'a> Reader<'a> {
             }
             let (bytes, rest) = after_len.split_at_checked(n).ok_or("truncated")?;
             after_len = rest;
-            bytes.iter().fold(0usize, |acc, &b| (acc << 8) | usize::from(b))
+            bytes
+                .iter()
+                .fold(0usize, |acc, &b| (acc << 8) | usize::from(b))
         };
         let (content, rest) = after_len.split_at_checked(len).ok_or("truncated")?;
         let header = data.len() - after_len.len();
@@ -130,7 +132,13 @@ pub fn hex(bytes: &[u8]) -> String {
 fn safe(bytes: &[u8]) -> String {
     bytes
         .iter()
-        .map(|&b| if (32..=126).contains(&b) { b as char } else { '?' })
+        .map(|&b| {
+            if (32..=126).contains(&b) {
+                b as char
+            } else {
+                '?'
+            }
+        })
         .collect()
 }
 
@@ -275,7 +283,12 @@ mod tests {
 
     #[test]
     fn truncated_input_is_an_error_not_a_panic() {
-        for bad in [&[][..], &[0x30], &[0x30, 0x85, 1, 1, 1, 1, 1], &[0x30, 0x05, 0x30]] {
+        for bad in [
+            &[][..],
+            &[0x30],
+            &[0x30, 0x85, 1, 1, 1, 1, 1],
+            &[0x30, 0x05, 0x30],
+        ] {
             assert!(parse(bad).is_err());
         }
     }

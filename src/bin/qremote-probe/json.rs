@@ -79,7 +79,10 @@ mod tests {
     fn escapes_and_nesting() {
         let v = Json::Obj(vec![
             ("a", Json::str("q\"\\\n\u{1}é")),
-            ("b", Json::Arr(vec![Json::Num(-3), Json::Bool(true), Json::Null])),
+            (
+                "b",
+                Json::Arr(vec![Json::Num(-3), Json::Bool(true), Json::Null]),
+            ),
         ]);
         let mut s = String::new();
         v.write(&mut s);

@@ -16,6 +16,8 @@ use qremote::args::Envelope;
 use qremote::control::{self, Config};
 use qremote::dns::trace::{self, Lookup};
 use qremote::dns::{DnsError, Resolver};
+use qremote::ehlo::Caps;
+use qremote::failure::Failure;
 use qremote::message::Message;
 use qremote::report::{Letter, Report, outsafe, sanitize};
 use qremote::route::{self, Peer};
@@ -519,7 +521,9 @@ fn attempts(job: &mut Job, peer: &Peer, policy: &Policy) -> Vec<Attempt> {
         let source = tcp.local_addr().ok();
         let p = session::probe(job, peer, tcp, policy, plain_because.clone());
         let retry = match &p.outcome {
-            ProbeOutcome::RetryPlain(why) => Some(format!("TLS failed, retried in plaintext: {why}")),
+            ProbeOutcome::RetryPlain(why) => {
+                Some(format!("TLS failed, retried in plaintext: {why}"))
+            }
             _ => None,
         };
         out.push(Attempt {
@@ -561,11 +565,14 @@ fn exit_code(runs: &[PeerRun], route_failure: Option<&Report>) -> Exit {
 /// What a delivery would report if this address were the last one tried.
 fn verdict(a: &Attempt) -> (String, Option<String>, Option<String>) {
     match (&a.connect, &a.probe) {
-        (Err(e), _) => (
-            "no-connection".into(),
-            Some(format!("cannot connect: {e}")),
-            None,
-        ),
+        (Err(_), _) => {
+            let r = Failure::NoConnection.report();
+            (
+                "no-connection".into(),
+                Some(report_text(letter_char(r.letter()), r.text())),
+                None,
+            )
+        }
         (Ok(_), Some(p)) => match &p.outcome {
             ProbeOutcome::Ready(_, line) => ("ready".into(), None, Some(line.clone())),
             ProbeOutcome::Next(f, line) => {
@@ -858,8 +865,9 @@ fn show_attempt(a: &Attempt) {
             println!("  greeting:");
             reply_lines(g).iter().for_each(|l| println!("    {l}"));
         }
-        if let Some(e) = &p.ehlo {
-            println!("  EHLO reply:");
+        for (i, e) in p.ehlo.iter().enumerate() {
+            let when = if i == 0 { "" } else { " after STARTTLS" };
+            println!("  EHLO reply{when}:");
             reply_lines(e).iter().for_each(|l| println!("    {l}"));
         }
         if let Some(s) = &p.session {
@@ -886,7 +894,9 @@ fn show_attempt(a: &Attempt) {
             report.unwrap_or_default()
         ),
         _ => {
-            println!("  => a delivery would try the next address; if this one is the last, it reports:");
+            println!(
+                "  => a delivery would try the next address; if this one is the last, it reports:"
+            );
             for l in report.unwrap_or_default().trim_end().lines() {
                 println!("     {l}");
             }
@@ -968,10 +978,8 @@ fn attempt_json(a: &Attempt) -> Json {
             (if ok { "verified_by" } else { "error" }, Json::str(detail)),
         ])
     });
-    let caps = p.and_then(|p| match &p.outcome {
-        ProbeOutcome::Ready(caps, _) => Some(caps),
-        _ => None,
-    });
+    // STARTTLS is offered (or not) in the first EHLO reply, before any TLS.
+    let caps = p.and_then(|p| p.ehlo.first()).map(Caps::parse);
     Json::Obj(vec![
         ("plaintext_because", Json::opt_str(a.plain_because.clone())),
         (
@@ -990,16 +998,18 @@ fn attempt_json(a: &Attempt) -> Json {
         ),
         (
             "greeting",
-            p.and_then(|p| p.greeting.as_ref())
-                .map_or(Json::Null, |r| {
-                    Json::Arr(reply_lines(r).into_iter().map(Json::Str).collect())
-                }),
+            p.and_then(|p| p.greeting.as_ref()).map_or(Json::Null, |r| {
+                Json::Arr(reply_lines(r).into_iter().map(Json::Str).collect())
+            }),
         ),
         (
             "ehlo",
-            p.and_then(|p| p.ehlo.as_ref()).map_or(Json::Null, |r| {
-                Json::Arr(reply_lines(r).into_iter().map(Json::Str).collect())
-            }),
+            Json::Arr(p.map_or(Vec::new(), |p| {
+                p.ehlo
+                    .iter()
+                    .map(|r| Json::Arr(reply_lines(r).into_iter().map(Json::Str).collect()))
+                    .collect()
+            })),
         ),
         (
             "starttls_offered",
@@ -1033,7 +1043,10 @@ mod tests {
 
     #[test]
     fn relay_forms() {
-        assert_eq!(relay_form("relay.example:587"), Some(("relay.example", 587)));
+        assert_eq!(
+            relay_form("relay.example:587"),
+            Some(("relay.example", 587))
+        );
         assert_eq!(relay_form("[::1]:2525"), Some(("[::1]", 2525)));
         assert_eq!(relay_form("example.com"), None);
         assert_eq!(relay_form("[::1]"), None);

@@ -1,0 +1,329 @@
+//! `qremote-probe` against the real peers (Postfix with good, expired, wrong-name and
+//! self-signed certificates and without STARTTLS; nsd/unbound with CNAMEs and several MX
+//! hosts): the facts it shows, its JSON, and its exit codes.
+
+use std::process::{Command, Stdio};
+
+use crate::postfix::{delivered, unique};
+use crate::util::{QmailHome, peer_env};
+
+const PROBE: &str = env!("CARGO_BIN_EXE_qremote-probe");
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn has(&self, needle: &str) -> &Run {
+        assert!(
+            self.stdout.contains(needle),
+            "output lacks {needle:?}\n{}",
+            self.dump()
+        );
+        self
+    }
+
+    fn code(&self, code: i32) -> &Run {
+        assert_eq!(self.code, code, "{}", self.dump());
+        self
+    }
+
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("not JSON ({e})\n{}", self.dump()))
+    }
+
+    fn dump(&self) -> String {
+        format!(
+            "exit {}\nstdout:\n{}\nstderr:\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+}
+
+fn probe(home: &QmailHome, args: &[&str]) -> Run {
+    let out = Command::new(PROBE)
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("QMAILHOME", home.path())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run qremote-probe");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into(),
+        stderr: String::from_utf8_lossy(&out.stderr).into(),
+    }
+}
+
+/// A home that resolves with the test unbound and trusts the test CA (control/tlsca).
+fn home() -> QmailHome {
+    let home = QmailHome::new();
+    home.nameserver(&peer_env("QREMOTE_DNS"));
+    home.control(
+        "tlsca",
+        &std::fs::read_to_string(peer_env("QREMOTE_CA")).unwrap(),
+    );
+    home
+}
+
+/// The SPKI SHA-256 of a peer's certificate, computed by openssl.
+fn openssl_spki(name: &str) -> String {
+    let pem = format!("{}/{name}.pem", peer_env("QREMOTE_CERTS"));
+    let script = format!(
+        "openssl x509 -in {pem} -noout -pubkey | openssl pkey -pubin -outform DER | sha256sum"
+    );
+    let out = Command::new("sh").arg("-c").arg(script).output().unwrap();
+    assert!(out.status.success(), "openssl failed for {pem}");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn help_and_bad_usage() {
+    let home = QmailHome::new();
+    let r = probe(&home, &["--help"]);
+    r.code(0).has("usage: qremote-probe").has("exit status");
+    let r = probe(&home, &["--bogus", "x.test"]);
+    r.code(3);
+    assert!(r.stderr.contains("unknown option --bogus"), "{}", r.dump());
+    probe(&home, &[]).code(3);
+}
+
+#[test]
+#[ignore = "needs real peers: scripts/test"]
+fn good_peer_by_mx_shows_route_chain_and_tls_line() {
+    let home = home();
+    let r = probe(&home, &["simple.qremote.test"]);
+    r.code(0)
+        .has("route: MX lookup (no smtproutes entry)")
+        .has("MX simple.qremote.test: 10 mx1.qremote.test [DNSSEC: not validated, AD=0]")
+        .has("A mx1.qremote.test: 127.0.0.20")
+        .has("1. 127.0.0.20:25 (mx1.qremote.test, MX 10)  TLS policy: may from default")
+        .has("220 peers.qremote.test ESMTP")
+        .has("250-STARTTLS")
+        .has("EHLO reply after STARTTLS:")
+        .has("TLS: TLSv1.")
+        .has("subject: CN=mx1.qremote.test")
+        .has("names: DNS:mx1.qremote.test")
+        .has("issuer: CN=qremote test intermediate")
+        .has("(valid now)")
+        .has(&format!("SPKI SHA-256: {}", openssl_spki("mx1")))
+        .has("verification: verified as mx1.qremote.test by control/tlsca")
+        .has("report line: TLS: TLSv1.")
+        .has(", verified as mx1.qremote.test by control/tlsca.")
+        .has("a delivery would send MAIL FROM here")
+        .has("result: OK");
+}
+
+#[test]
+#[ignore = "needs real peers: scripts/test"]
+fn json_for_a_good_peer() {
+    let home = home();
+    let r = probe(&home, &["--json", "simple.qremote.test"]);
+    r.code(0);
+    let j = r.json();
+    assert_eq!(j["status"], "OK");
+    assert_eq!(j["exit"], 0);
+    assert_eq!(j["route"]["kind"], "mx");
+    let mx = &j["dns"][0];
+    assert_eq!(mx["type"], "MX");
+    assert_eq!(mx["records"][0], "10 mx1.qremote.test");
+    assert_eq!(mx["ad"], false);
+    let peer = &j["peers"][0];
+    assert_eq!(peer["ip"], "127.0.0.20");
+    assert_eq!(peer["policy"]["level"], "may");
+    assert_eq!(peer["policy"]["source"], "default");
+    let a = &peer["attempts"][0];
+    assert_eq!(a["state"], "ready");
+    assert_eq!(a["starttls_offered"], true);
+    assert_eq!(a["tls"]["verified"], true);
+    assert_eq!(a["tls"]["verified_by"], "control/tlsca");
+    assert_eq!(a["certificates"][0]["subject"], "CN=mx1.qremote.test");
+    assert_eq!(a["certificates"][0]["spki_sha256"], openssl_spki("mx1"));
+    assert_eq!(
+        a["certificates"][1]["subject"],
+        "CN=qremote test intermediate"
+    );
+    let line = a["tls_line"].as_str().unwrap();
+    assert!(line.starts_with("TLS: TLSv1.") && line.ends_with("by control/tlsca."));
+}
+
+#[test]
+#[ignore = "needs real peers: scripts/test"]
+fn broken_certificates_are_named_and_warn() {
+    let home = home();
+    for (host, why) in [
+        ("expired", "certificate has expired"),
+        (
+            "wrongname",
+            "certificate is not valid for wrongname.qremote.test",
+        ),
+        (
+            "selfsigned",
+            "certificate chain does not lead to a trusted CA",
+        ),
+    ] {
+        let domain = format!("probe-{host}.test");
+        home.route(&domain, &format!("{host}.qremote.test"));
+        let r = probe(&home, &["--json", &domain]);
+        r.code(1);
+        let j = r.json();
+        assert_eq!(j["status"], "WARNING", "{}", r.dump());
+        assert_eq!(j["route"]["kind"], "smtproutes");
+        assert_eq!(j["route"]["relay"], format!("{host}.qremote.test"));
+        let a = &j["peers"][0]["attempts"][0];
+        assert_eq!(a["state"], "ready", "{}", r.dump());
+        assert_eq!(a["tls"]["verified"], false);
+        assert_eq!(a["tls"]["error"], why, "{}", r.dump());
+        assert!(
+            a["tls_line"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("unverified: {why}"))
+        );
+        assert_eq!(a["certificates"][0]["spki_sha256"], openssl_spki(host));
+    }
+    let r = probe(&home, &["probe-expired.test"]);
+    r.code(1)
+        .has("route: control/smtproutes line 1: probe-expired.test:expired.qremote.test")
+        .has("(EXPIRED)")
+        .has("verification: failed: certificate has expired");
+}
+
+#[test]
+#[ignore = "needs real peers: scripts/test"]
+fn a_chosen_level_gives_the_report_a_delivery_would_give() {
+    let home = home();
+    home.route("probe-expired.test", "expired.qremote.test");
+    let r = probe(&home, &["--level", "verify", "probe-expired.test"]);
+    r.code(2)
+        .has("TLS policy: verify from qremote-probe --level")
+        .has("ZTLS with 127.0.0.22 failed: certificate has expired")
+        .has("(#4.7.5)")
+        .has("result: CRITICAL");
+    home.route("probe-notls.test", "notls.qremote.test");
+    let r = probe(&home, &["probe-notls.test"]);
+    r.code(1)
+        .has("report line: TLS: none (STARTTLS not offered).")
+        .has("a delivery would send MAIL FROM here");
+    let r = probe(&home, &["--level", "encrypt", "--json", "probe-notls.test"]);
+    r.code(2);
+    let j = r.json();
+    let a = &j["peers"][0]["attempts"][0];
+    assert_eq!(a["state"], "next");
+    assert_eq!(a["starttls_offered"], false);
+    let report = a["report"].as_str().unwrap();
+    assert!(
+        report.starts_with("ZTLS is required, but 127.0.0.21 did not offer STARTTLS"),
+        "{report}"
+    );
+}
+
+#[test]
+#[ignore = "needs real peers: scripts/test"]
+fn cnames_are_followed_and_shown() {
+    let home = home();
+    probe(&home, &["cname.qremote.test"])
+        .code(0)
+        .has("MX cname.qremote.test -> CNAME simple.qremote.test: 10 mx1.qremote.test");
+    // The name checked is the MX name, as in qmail-tls: alias, not the CNAME target.
+    let r = probe(&home, &["--json", "mxcname.qremote.test"]);
+    r.code(1)
+        .has("certificate is not valid for alias.qremote.test");
+    let j = r.json();
+    let a = j["dns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["name"] == "alias.qremote.test" && l["type"] == "A")
+        .unwrap_or_else(|| panic!("no A lookup of alias\n{}", r.dump()));
+    assert_eq!(a["cnames"][0], "mx1.qremote.test");
+    assert_eq!(a["records"][0], "127.0.0.20");
+}
+
+#[test]
+#[ignore = "needs real peers: scripts/test"]
+fn several_mx_hosts_in_order_one_peer_or_all() {
+    let home = home();
+    // MX 10 dead (nothing listens), MX 20 mx1: a delivery tries dead, then mx1.
+    let r = probe(&home, &["fallback.qremote.test"]);
+    r.code(1)
+        .has("1. 127.0.0.99:25 (dead.qremote.test, MX 10)")
+        .has("2. 127.0.0.20:25 (mx1.qremote.test, MX 20)")
+        .has("connect: failed")
+        .has("Sorry, I wasn't able to establish an SMTP connection. (#4.4.1)")
+        .has("a delivery would send MAIL FROM here");
+    probe(&home, &["--peer", "127.0.0.20", "fallback.qremote.test"]).code(0);
+    probe(&home, &["--peer", "127.0.0.99", "fallback.qremote.test"]).code(2);
+    // MX 10 notls, MX 20 mx1: by default the first that takes mail ends the probe.
+    let j = probe(&home, &["--json", "tlsfallback.qremote.test"]).json();
+    assert_eq!(j["peers"][0]["probed"], true);
+    assert_eq!(j["peers"][1]["probed"], false);
+    let j = probe(&home, &["--json", "--all", "tlsfallback.qremote.test"]).json();
+    assert_eq!(j["peers"][1]["probed"], true);
+    assert_eq!(j["peers"][1]["attempts"][0]["tls"]["verified"], true);
+    assert_eq!(j["status"], "WARNING");
+}
+
+#[test]
+#[ignore = "needs real peers: scripts/test"]
+fn source_address_and_relay_on_the_command_line() {
+    let home = home();
+    home.control("outgoingip", "127.0.10.7\n");
+    let r = probe(&home, &["[127.0.0.20]:25"]);
+    r.code(1)
+        .has("source address: 127.0.10.7 (control/outgoingip)")
+        .has("route: relay [127.0.0.20]:25 given on the command line")
+        .has("connect: from 127.0.10.7")
+        .has("verification: failed: an [ip] route has no host name to check");
+}
+
+#[test]
+fn credentials_in_smtproutes_are_never_printed() {
+    let home = QmailHome::new();
+    home.route("auth.test", "relay.test:587|alice|s3cretpw");
+    for args in [&["auth.test"][..], &["--json", "auth.test"]] {
+        let r = probe(&home, args);
+        assert!(
+            !r.stdout.contains("s3cretpw") && !r.stderr.contains("s3cretpw"),
+            "{}",
+            r.dump()
+        );
+    }
+}
+
+#[test]
+#[ignore = "needs real peers: scripts/test"]
+fn send_delivers_through_the_real_path() {
+    let home = home();
+    home.route("probe-send.test", "mx1.qremote.test");
+    let local = unique("probe");
+    let to = format!("{local}@probe-send.test");
+    let r = probe(
+        &home,
+        &[
+            "--send",
+            "sender@client.qremote.test",
+            &to,
+            "probe-send.test",
+        ],
+    );
+    r.code(0)
+        .has("r\n")
+        .has("K127.0.0.20 accepted message.")
+        .has("Remote host said: 250 2.0.0 Ok")
+        .has("verified as mx1.qremote.test by control/tlsca.");
+    let stored = delivered("probe-send.test", &local);
+    assert!(
+        String::from_utf8_lossy(&stored).contains("Subject: qremote-probe test message"),
+        "{}",
+        String::from_utf8_lossy(&stored)
+    );
+}
