@@ -10,6 +10,7 @@ mod exim;
 mod faults;
 mod invocation;
 mod issue7;
+mod package;
 mod postfix;
 mod probe;
 mod scripted;
