@@ -327,3 +327,23 @@ fn send_delivers_through_the_real_path() {
         String::from_utf8_lossy(&stored)
     );
 }
+
+#[test]
+fn every_option_and_exit_code_is_in_the_man_page() {
+    let man = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/qremote-probe.1"))
+        .unwrap()
+        .replace("\\-", "-");
+    let help = probe(&QmailHome::new(), &["--help"]).stdout;
+    let options: Vec<&str> = help
+        .split(|c: char| c.is_whitespace() || c == ',')
+        .map(|w| w.trim_end_matches(|c: char| !c.is_ascii_alphanumeric()))
+        .filter(|w| w.starts_with("--") && w.len() > 2)
+        .collect();
+    assert!(options.len() >= 7, "{help}");
+    for o in options {
+        assert!(man.contains(o), "{o} is not in docs/qremote-probe.1");
+    }
+    for code in ["OK", "WARNING", "CRITICAL", "UNKNOWN"] {
+        assert!(help.contains(code) && man.contains(code), "{code}");
+    }
+}

@@ -294,6 +294,31 @@ mod tests {
     }
 
     #[test]
+    fn generated_certificate() {
+        let ck = rcgen::generate_simple_self_signed(vec![
+            "mx.example".to_string(),
+            "192.0.2.7".to_string(),
+        ])
+        .unwrap();
+        let c = parse(ck.cert.der()).unwrap();
+        assert_eq!(c.subject, "CN=rcgen self signed cert");
+        assert_eq!(c.issuer, c.subject);
+        assert_eq!(c.sans, ["DNS:mx.example", "IP:192.0.2.7"]);
+        use rcgen::PublicKeyData;
+        let spki = ring::digest::digest(
+            &ring::digest::SHA256,
+            &ck.signing_key.subject_public_key_info(),
+        );
+        assert_eq!(c.spki_sha256, hex(spki.as_ref()));
+        assert!(c.not_before_unix < c.not_after_unix);
+        // Every truncation of a real certificate is an error, never a panic.
+        let der = ck.cert.der().to_vec();
+        for n in 0..der.len() {
+            assert!(parse(&der[..n]).is_err());
+        }
+    }
+
+    #[test]
     fn times() {
         let t = Tlv {
             tag: 0x17,

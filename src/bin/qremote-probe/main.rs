@@ -335,7 +335,7 @@ fn mask_credentials(line: &[u8]) -> String {
 fn route_info(cfg: &Config, host: &[u8], relay: Option<(&str, u16)>) -> RouteInfo {
     let route = cfg.routes.lookup(host);
     let relay_of = |r: &Route| match r {
-        Route::Relay { host, port } => Some((outsafe(host), *port)),
+        Route::Relay { host, port, .. } => Some((outsafe(host), *port)),
         Route::Mx => None,
     };
     if let Some((h, p)) = relay {
