@@ -76,7 +76,21 @@ fn died(conn: &Conn, after_dot: bool) -> Failure {
     }
 }
 
-impl Dialogue<'_, '_> {
+impl<'j, 'a> Dialogue<'j, 'a> {
+    fn new(job: &'j mut Job<'a>, peer: &'j Peer, tcp: TcpStream) -> Dialogue<'j, 'a> {
+        // RFC 5321 4.5.3.2: three minutes for each block of data (and each command).
+        let write_limit = job.cfg.timeout_remote.min(Duration::from_secs(180));
+        Dialogue {
+            job,
+            conn: Conn::new(Stream::Plain(tcp), peer.ip, write_limit),
+            peer,
+            tls_line: None,
+            dead: false,
+            greeting: None,
+            ehlo: Vec::new(),
+        }
+    }
+
     fn read(&mut self, stage: Stage) -> Result<Reply, Failure> {
         self.read_into(stage, ReplyBuilder::default())
     }
@@ -157,17 +171,7 @@ pub fn run(
     policy: &Policy,
     plain_because: Option<String>,
 ) -> Outcome {
-    // RFC 5321 4.5.3.2: three minutes for each block of data (and each command).
-    let write_limit = job.cfg.timeout_remote.min(Duration::from_secs(180));
-    let mut d = Dialogue {
-        job,
-        conn: Conn::new(Stream::Plain(tcp), peer.ip, write_limit),
-        peer,
-        tls_line: None,
-        dead: false,
-        greeting: None,
-        ehlo: Vec::new(),
-    };
+    let mut d = Dialogue::new(job, peer, tcp);
     match greet_and_negotiate(&mut d, policy, plain_because) {
         Ok((caps, note)) => transaction(d, caps, note),
         Err(Step::Next(f)) => {
@@ -357,16 +361,7 @@ pub fn probe(
     policy: &Policy,
     plain_because: Option<String>,
 ) -> Probe {
-    let write_limit = job.cfg.timeout_remote.min(Duration::from_secs(180));
-    let mut d = Dialogue {
-        job,
-        conn: Conn::new(Stream::Plain(tcp), peer.ip, write_limit),
-        peer,
-        tls_line: None,
-        dead: false,
-        greeting: None,
-        ehlo: Vec::new(),
-    };
+    let mut d = Dialogue::new(job, peer, tcp);
     let result = greet_and_negotiate(&mut d, policy, plain_because);
     let certs = d.conn.peer_certificates();
     let (session, outcome) = match result {

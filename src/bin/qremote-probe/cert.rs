@@ -130,16 +130,7 @@ pub fn hex(bytes: &[u8]) -> String {
 
 /// Printable ASCII as is, anything else as '?': certificate text reaches a terminal.
 fn safe(bytes: &[u8]) -> String {
-    bytes
-        .iter()
-        .map(|&b| {
-            if (32..=126).contains(&b) {
-                b as char
-            } else {
-                '?'
-            }
-        })
-        .collect()
+    String::from_utf8_lossy(&qremote::report::sanitize(bytes)).replace('\n', "?")
 }
 
 /// `CN=mx.example, O=Example` in the order of the certificate.
