@@ -207,6 +207,7 @@ fn a_chosen_level_gives_the_report_a_delivery_would_give() {
         .has("TLS policy: verify from qremote-probe --level")
         .has("ZTLS with 127.0.0.22 failed: certificate has expired")
         .has("(#4.7.5)")
+        .has("--level may shows it")
         .has("result: CRITICAL");
     home.route("probe-notls.test", "notls.qremote.test");
     let r = probe(&home, &["probe-notls.test"]);

@@ -12,6 +12,8 @@ QREMOTE_PACKAGES=(
 	"openssl:/usr/bin/openssl"
 	"ca-certificates:/usr/sbin/update-ca-certificates"
 	"iproute2:/usr/sbin/ip"
+	# strip and readelf for scripts/package and tests/package.rs
+	"binutils:/usr/bin/strip"
 )
 
 ensure_packages() {

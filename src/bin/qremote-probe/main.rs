@@ -470,6 +470,12 @@ fn probe(opts: &Opts) -> Exit {
         msg: &mut msg,
         tls: &tls,
     };
+    if let Some(ip) = opts.peer
+        && !peers.iter().any(|p| p.ip == ip)
+    {
+        eprintln!("qremote-probe: {ip} is not an address of this route");
+        return Exit::Unknown;
+    }
     let mut runs = Vec::new();
     for (peer, policy) in peers.iter().zip(policies) {
         let tcpto_skip = tcpto::should_skip(peer.ip);
@@ -489,12 +495,6 @@ fn probe(opts: &Opts) -> Exit {
         runs.push(run);
     }
     lookups.extend(trace::take());
-    if let Some(ip) = opts.peer
-        && !peers.iter().any(|p| p.ip == ip)
-    {
-        eprintln!("qremote-probe: {ip} is not an address of this route");
-        return Exit::Unknown;
-    }
     ctx.show(&lookups, &runs, None)
 }
 
@@ -894,6 +894,14 @@ fn show_attempt(a: &Attempt) {
             report.unwrap_or_default()
         ),
         _ => {
+            if a.probe.as_ref().is_some_and(|p| {
+                p.certs.is_empty()
+                    && matches!(p.outcome, ProbeOutcome::Next(Failure::TlsFailed { .. }, _))
+            }) {
+                println!(
+                    "  (no certificate to show: the handshake was refused; --level may shows it)"
+                );
+            }
             println!(
                 "  => a delivery would try the next address; if this one is the last, it reports:"
             );
