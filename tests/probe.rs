@@ -348,3 +348,64 @@ fn every_option_and_exit_code_is_in_the_man_page() {
         assert!(help.contains(code) && man.contains(code), "{code}");
     }
 }
+
+#[test]
+#[ignore = "needs real peers: scripts/test"]
+fn routing_failures_show_the_report_a_delivery_would_give() {
+    let home = home();
+    let r = probe(&home, &["nullmx.qremote.test"]);
+    r.code(2)
+        .has("MX nullmx.qremote.test: 0 .")
+        .has("does not accept mail (null MX)")
+        .has("(#5.1.10)");
+    let j = probe(&home, &["--json", "nosuchdomain.qremote.test"]).json();
+    assert_eq!(j["status"], "CRITICAL");
+    assert_eq!(j["dns"][0]["error"], "NXDOMAIN (no such name)");
+    let failure = j["route_failure"].as_str().unwrap();
+    assert!(
+        failure.starts_with("DSorry, I couldn't find any host named"),
+        "{failure}"
+    );
+    assert_eq!(j["peers"].as_array().unwrap().len(), 0);
+}
+
+#[test]
+#[ignore = "needs real peers: scripts/test"]
+fn equal_preferences_are_said_to_be_shuffled() {
+    let home = home();
+    probe(&home, &["--all", "equal.qremote.test"])
+        .code(1)
+        .has("MX hosts of equal preference are shuffled for each delivery")
+        .has("127.0.0.20:25 (mx1.qremote.test, MX 10)")
+        .has("127.0.0.21:25 (notls.qremote.test, MX 10)");
+}
+
+#[test]
+#[ignore = "needs real peers: scripts/test"]
+fn send_reads_the_message_from_stdin_when_asked() {
+    let home = home();
+    home.route("probe-send.test", "[127.0.0.21]");
+    let local = unique("probestdin");
+    let out = Command::new(PROBE)
+        .env_clear()
+        .env("QMAILHOME", home.path())
+        .args([
+            "--json",
+            "--send",
+            "sender@client.qremote.test",
+            &format!("{local}@probe-send.test"),
+            "--stdin",
+            "probe-send.test",
+        ])
+        .stdin(std::fs::File::open(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml")).unwrap())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(j["reports"][0], "r");
+    let k = j["reports"][1].as_str().unwrap();
+    assert!(k.starts_with("K127.0.0.21 accepted message."), "{k}");
+    assert!(k.ends_with("TLS: none (STARTTLS not offered).\n"), "{k}");
+    let stored = delivered("probe-send.test", &local);
+    assert!(String::from_utf8_lossy(&stored).contains("name = \"qremote\""));
+}
