@@ -116,6 +116,8 @@ fn good_peer_by_mx_shows_route_chain_and_tls_line() {
         .has("(valid now)")
         .has(&format!("SPKI SHA-256: {}", openssl_spki("mx1")))
         .has("verification: verified as mx1.qremote.test by control/tlsca")
+        .has("    webpki roots: certificate chain does not lead to a trusted CA\n")
+        .has("    control/tlsca: verified\n")
         .has("report line: TLS: TLSv1.")
         .has(", verified as mx1.qremote.test by control/tlsca.")
         .has("a delivery would send MAIL FROM here")
@@ -145,6 +147,10 @@ fn json_for_a_good_peer() {
     assert_eq!(a["starttls_offered"], true);
     assert_eq!(a["tls"]["verified"], true);
     assert_eq!(a["tls"]["verified_by"], "control/tlsca");
+    assert_eq!(a["tls"]["checks"][0]["source"], "webpki roots");
+    assert_eq!(a["tls"]["checks"][0]["verified"], false);
+    assert_eq!(a["tls"]["checks"][1]["source"], "control/tlsca");
+    assert_eq!(a["tls"]["checks"][1]["verified"], true);
     assert_eq!(a["certificates"][0]["subject"], "CN=mx1.qremote.test");
     assert_eq!(a["certificates"][0]["spki_sha256"], openssl_spki("mx1"));
     assert_eq!(

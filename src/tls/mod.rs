@@ -121,6 +121,7 @@ impl Tls {
             };
             return Err(format!("{why}{ciphers}"));
         }
+        let checks = verifier.checks();
         let verified = match verifier.outcome() {
             Ok(by) => Verified::Yes(by),
             Err(why) => Verified::No(why),
@@ -144,6 +145,7 @@ impl Tls {
                 String::from_utf8_lossy(&peer.name).into_owned()
             },
             note,
+            checks,
         };
         Ok((stream, session))
     }
@@ -207,6 +209,8 @@ pub struct Session {
     pub verified: Verified,
     pub name: String,
     pub note: String,
+    /// Each trust source tried, with its result (shown by `qremote-probe`).
+    pub checks: Vec<(String, Result<String, String>)>,
 }
 
 pub enum Verified {

@@ -79,6 +79,8 @@ pub struct Recorder {
     /// Why the peer cannot be verified whatever it presents (no host name), if so.
     no_name: Option<String>,
     result: Mutex<Option<Result<String, String>>>,
+    /// Each trust source tried, with its result (for `qremote-probe`).
+    checks: Mutex<Vec<(String, Result<String, String>)>>,
     /// Set when the handshake signature did not verify against the presented leaf.
     forged: AtomicBool,
 }
@@ -143,6 +145,7 @@ impl Recorder {
             no_name,
             result: Mutex::new(None),
             forged: AtomicBool::new(false),
+            checks: Mutex::new(Vec::new()),
         })
     }
 
@@ -168,6 +171,11 @@ impl Recorder {
             self.forged.store(true, Ordering::Relaxed);
         }
         checked
+    }
+
+    /// Each trust source tried on the last certificate, in order: what verified it, or why not.
+    pub fn checks(&self) -> Vec<(String, Result<String, String>)> {
+        self.checks.lock().map(|c| c.clone()).unwrap_or_default()
     }
 
     pub fn outcome(&self) -> Result<String, String> {
@@ -224,6 +232,7 @@ impl ServerCertVerifier for Recorder {
         }
         let mut last = None;
         let mut outcome = Err(String::new());
+        let mut checks = Vec::new();
         for source in &self.sources {
             let result = match self.pinned(source, ee, name) {
                 Some(r) => r,
@@ -236,6 +245,13 @@ impl ServerCertVerifier for Recorder {
                     )),
                 },
             };
+            checks.push((
+                source.label.clone(),
+                result
+                    .as_ref()
+                    .map(Clone::clone)
+                    .map_err(|e| describe_cert(e, name)),
+            ));
             match result {
                 Ok(label) => {
                     outcome = Ok(label);
@@ -258,6 +274,9 @@ impl ServerCertVerifier for Recorder {
         }
         if let Ok(mut r) = self.result.lock() {
             *r = Some(outcome);
+        }
+        if let Ok(mut c) = self.checks.lock() {
+            *c = checks;
         }
         match last {
             Some(e) if self.enforce => Err(e),

@@ -881,6 +881,13 @@ fn show_attempt(a: &Attempt) {
                 Verified::Yes(by) => println!("  verification: verified as {} by {by}", s.name),
                 Verified::No(why) => println!("  verification: failed: {why}"),
             }
+            for (source, result) in &s.checks {
+                match result {
+                    Ok(by) if by == source => println!("    {source}: verified"),
+                    Ok(by) => println!("    {source}: verified ({by})"),
+                    Err(why) => println!("    {source}: {why}"),
+                }
+            }
         }
     }
     let (state, report, line) = verdict(a);
@@ -984,6 +991,21 @@ fn attempt_json(a: &Attempt) -> Json {
             ("verified", Json::Bool(ok)),
             ("verified_as", Json::str(s.name.clone())),
             (if ok { "verified_by" } else { "error" }, Json::str(detail)),
+            (
+                "checks",
+                Json::Arr(
+                    s.checks
+                        .iter()
+                        .map(|(source, result)| {
+                            Json::Obj(vec![
+                                ("source", Json::str(source.clone())),
+                                ("verified", Json::Bool(result.is_ok())),
+                                ("error", Json::opt_str(result.clone().err())),
+                            ])
+                        })
+                        .collect(),
+                ),
+            ),
         ])
     });
     // STARTTLS is offered (or not) in the first EHLO reply, before any TLS.
