@@ -415,3 +415,31 @@ fn send_reads_the_message_from_stdin_when_asked() {
     let stored = delivered("probe-send.test", &local);
     assert!(String::from_utf8_lossy(&stored).contains("name = \"qremote\""));
 }
+
+#[test]
+#[ignore = "needs real peers: scripts/test"]
+fn tcpto_is_read_like_a_delivery_and_never_written() {
+    let home = home();
+    // qmail's queue/lock/tcpto: 64 records of 16 bytes; 127.0.0.99 timed out twice just now.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as u32;
+    let mut table = vec![0u8; 64 * 16];
+    table[..4].copy_from_slice(&[127, 0, 0, 99]);
+    table[4] = 2;
+    table[8..12].copy_from_slice(&now.to_le_bytes());
+    let tcpto = home.path().join("queue/lock/tcpto");
+    std::fs::write(&tcpto, &table).unwrap();
+    // MX 10 dead (127.0.0.99), MX 20 mx1: a delivery skips dead, so the probe does too.
+    let r = probe(&home, &["--json", "fallback.qremote.test"]);
+    r.code(0);
+    let j = r.json();
+    assert_eq!(j["peers"][0]["tcpto_skip"], true);
+    assert_eq!(j["peers"][0]["probed"], false);
+    assert_eq!(j["peers"][1]["probed"], true);
+    probe(&home, &["fallback.qremote.test"]).has("(skipped: recent connect timeouts");
+    // A refused connection would clear the record in a delivery; the probe leaves it alone.
+    probe(&home, &["--all", "fallback.qremote.test"]).has("connect: failed");
+    assert_eq!(std::fs::read(&tcpto).unwrap(), table);
+}
