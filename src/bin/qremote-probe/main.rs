@@ -562,37 +562,39 @@ fn exit_code(runs: &[PeerRun], route_failure: Option<&Report>) -> Exit {
     }
 }
 
-/// What a delivery would report if this address were the last one tried.
-fn verdict(a: &Attempt) -> (String, Option<String>, Option<String>) {
+/// What a delivery would do after this attempt (`ready`, `next`, `retry-plaintext`,
+/// `no-connection`), the report it would print if this address were the last one tried, and
+/// the `TLS:` line.
+fn verdict(a: &Attempt) -> (&'static str, Option<String>, Option<String>) {
     match (&a.connect, &a.probe) {
         (Err(_), _) => {
             let r = Failure::NoConnection.report();
             (
-                "no-connection".into(),
+                "no-connection",
                 Some(report_text(letter_char(r.letter()), r.text())),
                 None,
             )
         }
         (Ok(_), Some(p)) => match &p.outcome {
-            ProbeOutcome::Ready(_, line) => ("ready".into(), None, Some(line.clone())),
+            ProbeOutcome::Ready(_, line) => ("ready", None, Some(line.clone())),
             ProbeOutcome::Next(f, line) => {
                 let mut r = f.report();
                 if let Some(l) = line {
                     r.push_line(l);
                 }
                 (
-                    "next".into(),
+                    "next",
                     Some(report_text(letter_char(r.letter()), r.text())),
                     line.clone(),
                 )
             }
             ProbeOutcome::RetryPlain(why) => (
-                "retry-plaintext".into(),
+                "retry-plaintext",
                 Some(format!("TLS handshake failed at level may: {why}")),
                 None,
             ),
         },
-        (Ok(_), None) => ("unknown".into(), None, None),
+        (Ok(_), None) => ("unknown", None, None),
     }
 }
 
@@ -849,7 +851,7 @@ fn peer_text(p: &Peer) -> String {
 }
 
 fn show_attempt(a: &Attempt) {
-    if let Some(why) = &a.plain_before() {
+    if let Some(why) = &a.plain_because {
         println!("  new connection without STARTTLS, as a delivery would ({why})");
     }
     match &a.connect {
@@ -894,7 +896,7 @@ fn show_attempt(a: &Attempt) {
     if let Some(l) = &line {
         println!("  report line: {l}");
     }
-    match state.as_str() {
+    match state {
         "ready" => println!("  => a delivery would send MAIL FROM here"),
         "retry-plaintext" => println!(
             "  => {} (a delivery closes this connection and retries in plaintext)",
@@ -916,12 +918,6 @@ fn show_attempt(a: &Attempt) {
                 println!("     {l}");
             }
         }
-    }
-}
-
-impl Attempt {
-    fn plain_before(&self) -> Option<String> {
-        self.plain_because.clone()
     }
 }
 
