@@ -6,6 +6,9 @@
 //! replies from [`reply`], keywords from [`ehlo`], STARTTLS from [`tls`], the body from
 //! [`encode`]), and finally [`report`], which writes what qmail-rspawn reads. Every failure is
 //! a [`failure::Failure`] with exactly one report.
+//!
+//! `qremote-probe` (src/bin) asks the same modules instead of delivering: [`session::probe`]
+//! stops before MAIL FROM, and [`dns::trace`] records the lookups routing made.
 #![forbid(unsafe_code)]
 
 pub mod args;

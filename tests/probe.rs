@@ -270,6 +270,7 @@ fn several_mx_hosts_in_order_one_peer_or_all() {
     probe(&home, &["--peer", "127.0.0.20", "fallback.qremote.test"]).code(0);
     probe(&home, &["--peer", "127.0.0.99", "fallback.qremote.test"]).code(2);
     // MX 10 notls, MX 20 mx1: by default the first that takes mail ends the probe.
+    probe(&home, &["tlsfallback.qremote.test"]).has("1 address(es) not probed");
     let j = probe(&home, &["--json", "tlsfallback.qremote.test"]).json();
     assert_eq!(j["peers"][0]["probed"], true);
     assert_eq!(j["peers"][1]["probed"], false);

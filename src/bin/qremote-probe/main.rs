@@ -719,6 +719,17 @@ impl Context<'_> {
                 show_attempt(a);
             }
         }
+        let unprobed = runs
+            .iter()
+            .filter(|r| r.attempts.is_empty() && !r.tcpto_skip)
+            .count();
+        if unprobed > 0 && self.opts.peer.is_none() {
+            println!();
+            println!(
+                "{unprobed} address(es) not probed: a delivery stops at the first address that \
+                 takes the message (--all probes every address)"
+            );
+        }
         println!();
         println!("result: {}", exit_name(code));
     }
