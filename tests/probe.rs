@@ -291,6 +291,11 @@ fn source_address_and_relay_on_the_command_line() {
         .has("route: relay [127.0.0.20]:25 given on the command line")
         .has("connect: from 127.0.10.7")
         .has("verification: failed: an [ip] route has no host name to check");
+    let j = probe(&home, &["--json", "[::1]:25"]).json();
+    assert_eq!(j["route"]["relay"], "[::1]");
+    assert_eq!(j["peers"][0]["ip"], "::1");
+    assert_eq!(j["peers"][0]["attempts"][0]["state"], "ready");
+    assert_eq!(j["peers"][0]["attempts"][0]["source"], "::1");
 }
 
 #[test]
