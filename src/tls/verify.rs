@@ -247,10 +247,7 @@ impl ServerCertVerifier for Recorder {
             };
             checks.push((
                 source.label.clone(),
-                result
-                    .as_ref()
-                    .map(Clone::clone)
-                    .map_err(|e| describe_cert(e, name)),
+                result.clone().map_err(|e| describe_cert(&e, name)),
             ));
             match result {
                 Ok(label) => {
