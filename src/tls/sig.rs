@@ -16,19 +16,20 @@ const BIT_STRING: u8 = 0x03;
 /// `[0] EXPLICIT Version` in a TBSCertificate (absent in version 1).
 const VERSION_TAG: u8 = 0xa0;
 
-/// One DER element read from the front of some input.
-struct Der<'a> {
-    tag: u8,
+/// One DER element read from the front of some input (also `qremote-probe`'s certificate
+/// display).
+pub struct Der<'a> {
+    pub tag: u8,
     /// The whole element, header included.
-    whole: &'a [u8],
-    contents: &'a [u8],
+    pub whole: &'a [u8],
+    pub contents: &'a [u8],
     /// What follows the element.
-    rest: &'a [u8],
+    pub rest: &'a [u8],
 }
 
 /// The DER element at the front of `input`. Only single-byte tags and definite lengths up to
 /// 4 bytes: what certificates use. Every length is checked against what is there.
-fn element(input: &[u8]) -> Option<Der<'_>> {
+pub fn element(input: &[u8]) -> Option<Der<'_>> {
     let (&tag, rest) = input.split_first()?;
     let (&first, rest) = rest.split_first()?;
     let (len, rest) = if first < 0x80 {

@@ -1,8 +1,11 @@
 //! Just enough X.509 to show a certificate to an admin: subject, issuer, subject alternative
 //! names, validity and the SHA-256 of the SubjectPublicKeyInfo (the DANE `3 1 1` / pin value).
-//! A bounded DER walker over the fixed shape of RFC 5280: no recursion, every length checked
-//! against the bytes that are there, unknown things skipped. It never decides trust: that is
-//! the library's verifier.
+//! A walk over the fixed shape of RFC 5280 with the library's bounded DER element reader
+//! (`tls::sig`, which finds the SPKI for handshake signatures): no recursion, every length
+//! checked against the bytes that are there, unknown things skipped. It never decides trust:
+//! that is the library's verifier.
+
+use qremote::tls::sig::{Der, element};
 
 /// What the probe shows of one certificate.
 pub struct CertInfo {
@@ -17,13 +20,8 @@ pub struct CertInfo {
     pub spki_sha256: String,
 }
 
-/// One DER element: tag, content, and the whole encoding (tag and length included).
-struct Tlv<'a> {
-    tag: u8,
-    content: &'a [u8],
-    whole: &'a [u8],
-}
-
+/// Reads the DER elements of one constructed element's contents in turn, with the library's
+/// bounded element reader ([`qremote::tls::sig::element`]).
 struct Reader<'a> {
     rest: &'a [u8],
 }
@@ -41,41 +39,16 @@ impl<'a> Reader<'a> {
         self.rest.first().copied()
     }
 
-    fn next(&mut self) -> Result<Tlv<'a>, &'static str> {
-        let data = self.rest;
-        let (&tag, after_tag) = data.split_first().ok_or("truncated")?;
-        if tag & 0x1f == 0x1f {
-            return Err("multi-byte tag");
-        }
-        let (&first, mut after_len) = after_tag.split_first().ok_or("truncated")?;
-        let len = if first < 0x80 {
-            usize::from(first)
-        } else {
-            let n = usize::from(first & 0x7f);
-            if n == 0 || n > 4 {
-                return Err("bad length");
-            }
-            let (bytes, rest) = after_len.split_at_checked(n).ok_or("truncated")?;
-            after_len = rest;
-            bytes
-                .iter()
-                .fold(0usize, |acc, &b| (acc << 8) | usize::from(b))
-        };
-        let (content, rest) = after_len.split_at_checked(len).ok_or("truncated")?;
-        let header = data.len() - after_len.len();
-        let whole = data.get(..header + len).ok_or("truncated")?;
-        self.rest = rest;
-        Ok(Tlv {
-            tag,
-            content,
-            whole,
-        })
+    fn next(&mut self) -> Result<Der<'a>, &'static str> {
+        let d = element(self.rest).ok_or("truncated or malformed DER")?;
+        self.rest = d.rest;
+        Ok(d)
     }
 
-    fn expect(&mut self, tag: u8) -> Result<Tlv<'a>, &'static str> {
-        let t = self.next()?;
-        if t.tag == tag {
-            Ok(t)
+    fn expect(&mut self, tag: u8) -> Result<Der<'a>, &'static str> {
+        let d = self.next()?;
+        if d.tag == tag {
+            Ok(d)
         } else {
             Err("unexpected element")
         }
@@ -90,25 +63,25 @@ const SAN_OID: &[u8] = &[0x55, 0x1d, 0x11];
 
 pub fn parse(der: &[u8]) -> Result<CertInfo, &'static str> {
     let cert = Reader::new(der).expect(SEQUENCE)?;
-    let tbs = Reader::new(cert.content).expect(SEQUENCE)?;
-    let mut r = Reader::new(tbs.content);
+    let tbs = Reader::new(cert.contents).expect(SEQUENCE)?;
+    let mut r = Reader::new(tbs.contents);
     if r.peek_tag() == Some(0xa0) {
         r.next()?; // version
     }
     r.next()?; // serial
     r.expect(SEQUENCE)?; // signature algorithm
-    let issuer = name(r.expect(SEQUENCE)?.content)?;
+    let issuer = name(r.expect(SEQUENCE)?.contents)?;
     let validity = r.expect(SEQUENCE)?;
-    let mut v = Reader::new(validity.content);
+    let mut v = Reader::new(validity.contents);
     let (not_before, not_before_unix) = time(&v.next()?)?;
     let (not_after, not_after_unix) = time(&v.next()?)?;
-    let subject = name(r.expect(SEQUENCE)?.content)?;
+    let subject = name(r.expect(SEQUENCE)?.contents)?;
     let spki = r.expect(SEQUENCE)?;
     let mut sans = Vec::new();
     while !r.is_empty() {
         let t = r.next()?;
         if t.tag == 0xa3 {
-            sans = subject_alt_names(t.content)?;
+            sans = subject_alt_names(t.contents)?;
         }
     }
     let digest = ring::digest::digest(&ring::digest::SHA256, spki.whole);
@@ -139,13 +112,13 @@ fn name(content: &[u8]) -> Result<String, &'static str> {
     let mut rdns = Reader::new(content);
     while !rdns.is_empty() {
         let set = rdns.expect(SET)?;
-        let mut atvs = Reader::new(set.content);
+        let mut atvs = Reader::new(set.contents);
         while !atvs.is_empty() {
             let atv = atvs.expect(SEQUENCE)?;
-            let mut a = Reader::new(atv.content);
+            let mut a = Reader::new(atv.contents);
             let oid = a.expect(OID)?;
             let value = a.next()?;
-            let label = match oid.content {
+            let label = match oid.contents {
                 [0x55, 0x04, 0x03] => "CN".to_string(),
                 [0x55, 0x04, 0x06] => "C".into(),
                 [0x55, 0x04, 0x07] => "L".into(),
@@ -158,13 +131,13 @@ fn name(content: &[u8]) -> Result<String, &'static str> {
             let text = if value.tag == 0x1e {
                 // BMPString: UTF-16BE.
                 let units: Vec<u16> = value
-                    .content
+                    .contents
                     .chunks_exact(2)
                     .map(|c| u16::from_be_bytes([c[0], c[1]]))
                     .collect();
                 safe(String::from_utf16_lossy(&units).as_bytes())
             } else {
-                safe(value.content)
+                safe(value.contents)
             };
             parts.push(format!("{label}={text}"));
         }
@@ -175,11 +148,11 @@ fn name(content: &[u8]) -> Result<String, &'static str> {
 /// The subjectAltName extension's DNS names and IP addresses; other kinds are listed by kind.
 fn subject_alt_names(explicit: &[u8]) -> Result<Vec<String>, &'static str> {
     let exts = Reader::new(explicit).expect(SEQUENCE)?;
-    let mut r = Reader::new(exts.content);
+    let mut r = Reader::new(exts.contents);
     while !r.is_empty() {
         let ext = r.expect(SEQUENCE)?;
-        let mut e = Reader::new(ext.content);
-        if e.expect(OID)?.content != SAN_OID {
+        let mut e = Reader::new(ext.contents);
+        if e.expect(OID)?.contents != SAN_OID {
             continue;
         }
         let mut value = e.next()?;
@@ -189,22 +162,22 @@ fn subject_alt_names(explicit: &[u8]) -> Result<Vec<String>, &'static str> {
         if value.tag != OCTET_STRING {
             return Err("bad extension");
         }
-        let names = Reader::new(value.content).expect(SEQUENCE)?;
-        let mut n = Reader::new(names.content);
+        let names = Reader::new(value.contents).expect(SEQUENCE)?;
+        let mut n = Reader::new(names.contents);
         let mut out = Vec::new();
         while !n.is_empty() {
             let g = n.next()?;
             out.push(match g.tag {
-                0x82 => format!("DNS:{}", safe(g.content)),
-                0x81 => format!("email:{}", safe(g.content)),
-                0x86 => format!("URI:{}", safe(g.content)),
-                0x87 => match g.content.len() {
+                0x82 => format!("DNS:{}", safe(g.contents)),
+                0x81 => format!("email:{}", safe(g.contents)),
+                0x86 => format!("URI:{}", safe(g.contents)),
+                0x87 => match g.contents.len() {
                     4 => {
-                        let b: [u8; 4] = g.content.try_into().map_err(|_| "bad IP")?;
+                        let b: [u8; 4] = g.contents.try_into().map_err(|_| "bad IP")?;
                         format!("IP:{}", std::net::Ipv4Addr::from(b))
                     }
                     16 => {
-                        let b: [u8; 16] = g.content.try_into().map_err(|_| "bad IP")?;
+                        let b: [u8; 16] = g.contents.try_into().map_err(|_| "bad IP")?;
                         format!("IP:{}", std::net::Ipv6Addr::from(b))
                     }
                     _ => "IP:?".into(),
@@ -218,8 +191,8 @@ fn subject_alt_names(explicit: &[u8]) -> Result<Vec<String>, &'static str> {
 }
 
 /// UTCTime or GeneralizedTime (`Z` only, as RFC 5280 requires) to text and epoch seconds.
-fn time(t: &Tlv) -> Result<(String, i64), &'static str> {
-    let s = std::str::from_utf8(t.content).map_err(|_| "bad time")?;
+fn time(t: &Der) -> Result<(String, i64), &'static str> {
+    let s = std::str::from_utf8(t.contents).map_err(|_| "bad time")?;
     let digits = s.strip_suffix('Z').ok_or("time not in UTC")?;
     let (year, rest) = match (t.tag, digits.len()) {
         (0x17, 12) => {
@@ -311,10 +284,11 @@ mod tests {
 
     #[test]
     fn times() {
-        let t = Tlv {
+        let t = Der {
             tag: 0x17,
-            content: b"260101120000Z",
+            contents: b"260101120000Z",
             whole: &[],
+            rest: &[],
         };
         let (text, unix) = time(&t).unwrap();
         assert_eq!(text, "2026-01-01 12:00:00 UTC");
