@@ -38,6 +38,7 @@ use failure::Failure;
 use message::Message;
 use report::{Report, Reporter};
 use session::{Job, Outcome};
+use tls::Policy;
 
 /// Set once the block with the final dot has been written, cleared when its reply is read: a
 /// crash in between must say "Possible duplicate!".
@@ -77,6 +78,48 @@ pub fn run_with(
     (reporter, report)
 }
 
+/// What a delivery does with the next address, decided before connecting.
+pub enum Plan {
+    /// Enough servers greeted and did not take the message (`control/mxsessionlimit`): stop.
+    Stop,
+    /// `queue/lock/tcpto` says this address timed out recently: skip it.
+    Skip,
+    /// Refused without a connection: nothing it could present would be verifiable.
+    Refuse(Failure),
+    /// Connect, with this TLS policy.
+    Connect(Policy),
+}
+
+/// The decisions before each connection, in one place for deliveries and `qremote-probe`.
+/// `level` replaces the policy's level (`qremote-probe --level`); deliveries pass `None`.
+pub fn plan(job: &Job, peer: &route::Peer, level: Option<tls::Level>) -> Plan {
+    // Postfix's smtp_mx_session_limit: servers that greeted us and still did not take the
+    // message are enough for one attempt (route::peers bounds the addresses).
+    if job.cfg.mx_session_limit > 0 && job.greeted >= job.cfg.mx_session_limit {
+        return Plan::Stop;
+    }
+    if tcpto::should_skip(peer.ip) {
+        return Plan::Skip;
+    }
+    let policy = policy_for(job, peer, level);
+    // Nothing this peer could say would make it verifiable: refuse without a connection, and
+    // try the next one.
+    match job.tls.unverifiable(peer, &policy) {
+        Some(why) => Plan::Refuse(Failure::TlsFailed { ip: peer.ip, why }),
+        None => Plan::Connect(policy),
+    }
+}
+
+/// The TLS policy [`plan`] connects with.
+pub fn policy_for(job: &Job, peer: &route::Peer, level: Option<tls::Level>) -> Policy {
+    let mut policy = job.tls.policy(peer, &job.env.host);
+    if let Some(level) = level {
+        policy.level = level;
+        policy.source = "qremote-probe --level".into();
+    }
+    policy
+}
+
 fn deliver(
     args: Vec<OsString>,
     reporter: &mut Reporter,
@@ -100,22 +143,16 @@ fn deliver(
     };
     let mut last: Option<(Failure, Option<String>)> = None;
     for peer in &peers {
-        // Postfix's smtp_mx_session_limit: servers that greeted us and still did not take the
-        // message are enough for one attempt (route::peers bounds the addresses).
-        if cfg.mx_session_limit > 0 && job.greeted >= cfg.mx_session_limit {
-            break;
-        }
-        if tcpto::should_skip(peer.ip) {
-            continue;
-        }
+        let policy = match plan(&job, peer, None) {
+            Plan::Stop => break,
+            Plan::Skip => continue,
+            Plan::Refuse(f) => {
+                last = Some((f, None));
+                continue;
+            }
+            Plan::Connect(policy) => policy,
+        };
         let greeted_before = job.greeted;
-        let policy = tls.policy(peer, &env.host);
-        if let Some(why) = tls.unverifiable(peer, &policy) {
-            // Nothing this peer could say would make it verifiable: refuse without a
-            // connection, and try the next one.
-            last = Some((Failure::TlsFailed { ip: peer.ip, why }, None));
-            continue;
-        }
         // Set when a handshake failed at `may` and this address is retried in plaintext.
         let mut tls_failed: Option<String> = None;
         loop {

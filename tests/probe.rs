@@ -270,7 +270,6 @@ fn several_mx_hosts_in_order_one_peer_or_all() {
     probe(&home, &["--peer", "127.0.0.20", "fallback.qremote.test"]).code(0);
     probe(&home, &["--peer", "127.0.0.99", "fallback.qremote.test"]).code(2);
     // MX 10 notls, MX 20 mx1: by default the first that takes mail ends the probe.
-    probe(&home, &["tlsfallback.qremote.test"]).has("1 address(es) not probed");
     let j = probe(&home, &["--json", "tlsfallback.qremote.test"]).json();
     assert_eq!(j["peers"][0]["probed"], true);
     assert_eq!(j["peers"][1]["probed"], false);
@@ -448,4 +447,28 @@ fn tcpto_is_read_like_a_delivery_and_never_written() {
     // A refused connection would clear the record in a delivery; the probe leaves it alone.
     probe(&home, &["--all", "fallback.qremote.test"]).has("connect: failed");
     assert_eq!(std::fs::read(&tcpto).unwrap(), table);
+}
+
+#[test]
+#[ignore = "needs real peers: scripts/test"]
+fn refusals_and_the_session_limit_are_those_of_a_delivery() {
+    let home = home();
+    // verify on an [ip] route: a delivery refuses it without connecting.
+    let r = probe(&home, &["--json", "--level", "verify", "[127.0.0.20]:25"]);
+    r.code(2);
+    let j = r.json();
+    assert_eq!(j["peers"][0]["plan"], "refuse");
+    assert_eq!(j["peers"][0]["probed"], false);
+    let refusal = j["peers"][0]["refusal"].as_str().unwrap();
+    assert!(
+        refusal.starts_with("ZTLS with 127.0.0.20 failed: "),
+        "{refusal}"
+    );
+    // MX 10 notls greets but has no STARTTLS for encrypt; with mxsessionlimit 1 a delivery
+    // stops there and never reaches MX 20.
+    home.control("mxsessionlimit", "1\n");
+    probe(&home, &["--level", "encrypt", "tlsfallback.qremote.test"])
+        .code(2)
+        .has("did not offer STARTTLS")
+        .has("a delivery stops before this address: 1 servers greeted");
 }

@@ -24,7 +24,7 @@ use qremote::route::{self, Peer};
 use qremote::session::{self, Job, ProbeOutcome};
 use qremote::smtproutes::{Route, Routes};
 use qremote::tls::{Anchors, Level, Policy, Tls, Verified};
-use qremote::{connect, tcpto};
+use qremote::{Plan, connect, tcpto};
 
 use json::Json;
 
@@ -280,11 +280,23 @@ struct Attempt {
     probe: Option<session::Probe>,
 }
 
+/// What [`qremote::plan`] said, for the display.
+enum PlanNote {
+    Connect,
+    /// A delivery stops before this address (`control/mxsessionlimit`).
+    Stop,
+    /// A delivery refuses this address without connecting: the report.
+    Refuse(Report),
+}
+
 struct PeerRun {
     peer: Peer,
     policy: Policy,
     tcpto_skip: bool,
+    plan: PlanNote,
     attempts: Vec<Attempt>,
+    /// Connected to, or refused where a delivery would refuse it: counts for the exit code.
+    tried: bool,
 }
 
 impl PeerRun {
@@ -442,18 +454,6 @@ fn probe(opts: &Opts) -> Exit {
             return ctx.show(&lookups, &[], Some(&report));
         }
     };
-    let policies: Vec<Policy> = peers
-        .iter()
-        .map(|p| {
-            let mut policy = tls.policy(p, &host);
-            if let Some(level) = opts.level {
-                policy.level = level;
-                policy.source = "qremote-probe --level".into();
-            }
-            policy
-        })
-        .collect();
-    lookups.extend(trace::take());
     let env = Envelope {
         host: host.clone(),
         sender: Vec::new(),
@@ -469,6 +469,7 @@ fn probe(opts: &Opts) -> Exit {
         env: &env,
         msg: &mut msg,
         tls: &tls,
+        greeted: 0,
     };
     if let Some(ip) = opts.peer
         && !peers.iter().any(|p| p.ip == ip)
@@ -476,22 +477,48 @@ fn probe(opts: &Opts) -> Exit {
         eprintln!("qremote-probe: {ip} is not an address of this route");
         return Exit::Unknown;
     }
-    let mut runs = Vec::new();
-    for (peer, policy) in peers.iter().zip(policies) {
-        let tcpto_skip = tcpto::should_skip(peer.ip);
+    let mut runs: Vec<PeerRun> = Vec::new();
+    for peer in &peers {
+        // The same decisions as a delivery, in the same order (qremote::plan).
+        let plan = qremote::plan(&job, peer, opts.level);
+        let delivery_tries = !runs.iter().any(PeerRun::ready)
+            && !runs.iter().any(|r| matches!(r.plan, PlanNote::Stop));
         let chosen = match opts.peer {
             Some(ip) => ip == peer.ip,
-            None => opts.all || !(tcpto_skip || runs.iter().any(PeerRun::ready)),
+            None => opts.all || delivery_tries,
         };
         let mut run = PeerRun {
             peer: peer.clone(),
-            policy,
-            tcpto_skip,
+            policy: qremote::policy_for(&job, peer, opts.level),
+            tcpto_skip: tcpto::should_skip(peer.ip),
+            plan: PlanNote::Connect,
             attempts: Vec::new(),
+            tried: false,
         };
-        if chosen {
+        // --all and --peer connect where a delivery would not (but never to a refused peer).
+        let asked = opts.all || opts.peer.is_some();
+        let connect = match plan {
+            Plan::Refuse(f) => {
+                run.plan = PlanNote::Refuse(f.report());
+                run.tried = chosen;
+                false
+            }
+            Plan::Stop => {
+                if delivery_tries {
+                    run.plan = PlanNote::Stop;
+                }
+                chosen && asked
+            }
+            Plan::Skip => chosen && asked,
+            Plan::Connect(_) => chosen,
+        };
+        let greeted_before = job.greeted;
+        if connect {
             run.attempts = attempts(&mut job, peer, &run.policy);
+            run.tried = true;
         }
+        // A plaintext retry is the same session for control/mxsessionlimit, as in a delivery.
+        job.greeted = job.greeted.min(greeted_before + 1);
         runs.push(run);
     }
     lookups.extend(trace::take());
@@ -551,7 +578,7 @@ fn exit_code(runs: &[PeerRun], route_failure: Option<&Report>) -> Exit {
     if route_failure.is_some() {
         return Exit::Critical;
     }
-    let probed: Vec<&PeerRun> = runs.iter().filter(|r| !r.attempts.is_empty()).collect();
+    let probed: Vec<&PeerRun> = runs.iter().filter(|r| r.tried).collect();
     if !probed.iter().any(|r| r.ready()) {
         return Exit::Critical;
     }
@@ -698,6 +725,18 @@ impl Context<'_> {
                     ""
                 }
             );
+            match &run.plan {
+                PlanNote::Connect => {}
+                PlanNote::Stop => println!(
+                    "     a delivery stops before this address: {} servers greeted and did not \
+                     take the message (control/mxsessionlimit)",
+                    self.cfg.mx_session_limit
+                ),
+                PlanNote::Refuse(r) => println!(
+                    "     a delivery refuses it without connecting: {}",
+                    report_text(letter_char(r.letter()), r.text()).trim_end()
+                ),
+            }
         }
         if runs.iter().any(|r| !r.peer.relay && r.peer.pref > 0)
             && runs
@@ -721,13 +760,13 @@ impl Context<'_> {
         }
         let unprobed = runs
             .iter()
-            .filter(|r| r.attempts.is_empty() && !r.tcpto_skip)
+            .filter(|r| !r.tried && !r.tcpto_skip && matches!(r.plan, PlanNote::Connect))
             .count();
         if unprobed > 0 && self.opts.peer.is_none() {
             println!();
             println!(
-                "{unprobed} address(es) not probed: a delivery stops at the first address that \
-                 takes the message (--all probes every address)"
+                "{unprobed} address(es) not probed: a delivery would not get to them (--all \
+                 probes every address)"
             );
         }
         println!();
@@ -804,6 +843,23 @@ impl Context<'_> {
                         ]),
                     ),
                     ("probed", Json::Bool(!run.attempts.is_empty())),
+                    (
+                        "plan",
+                        Json::str(match run.plan {
+                            PlanNote::Connect => "connect",
+                            PlanNote::Stop => "stop",
+                            PlanNote::Refuse(_) => "refuse",
+                        }),
+                    ),
+                    (
+                        "refusal",
+                        Json::opt_str(match &run.plan {
+                            PlanNote::Refuse(r) => {
+                                Some(report_text(letter_char(r.letter()), r.text()))
+                            }
+                            _ => None,
+                        }),
+                    ),
                     (
                         "attempts",
                         Json::Arr(run.attempts.iter().map(attempt_json).collect()),
