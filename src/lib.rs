@@ -134,13 +134,7 @@ fn deliver(
     }
     let peers = route::peers(&cfg, &env.host)?;
     let tls = tls::Tls::load()?;
-    let mut job = Job {
-        cfg: &cfg,
-        env: &env,
-        msg: &mut msg,
-        tls: &tls,
-        greeted: 0,
-    };
+    let mut job = Job::new(&cfg, &env, &mut msg, &tls);
     let mut last: Option<(Failure, Option<String>)> = None;
     for peer in &peers {
         let policy = match plan(&job, peer, None) {

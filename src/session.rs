@@ -50,6 +50,18 @@ pub struct Job<'a> {
     pub greeted: usize,
 }
 
+impl<'a> Job<'a> {
+    pub fn new(cfg: &'a Config, env: &'a Envelope, msg: &'a mut Message, tls: &'a Tls) -> Job<'a> {
+        Job {
+            cfg,
+            env,
+            msg,
+            tls,
+            greeted: 0,
+        }
+    }
+}
+
 /// What to say about TLS in the final report.
 enum TlsNote {
     Plain(String),

@@ -464,13 +464,7 @@ fn probe(opts: &Opts) -> Exit {
         eprintln!("qremote-probe: cannot create a temporary file");
         return Exit::Unknown;
     };
-    let mut job = Job {
-        cfg: &cfg,
-        env: &env,
-        msg: &mut msg,
-        tls: &tls,
-        greeted: 0,
-    };
+    let mut job = Job::new(&cfg, &env, &mut msg, &tls);
     if let Some(ip) = opts.peer
         && !peers.iter().any(|p| p.ip == ip)
     {
