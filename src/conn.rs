@@ -83,7 +83,7 @@ fn limit_read(socket: &TcpStream, deadline: Instant) -> io::Result<()> {
 }
 
 /// Writes what rustls has queued (records, alerts), each socket write within the time left.
-fn flush_tls(
+pub(crate) fn flush_tls(
     conn: &mut ClientConnection,
     sock: &mut TcpStream,
     deadline: Instant,
@@ -102,7 +102,7 @@ fn flush_tls(
 
 /// One socket read into rustls, with the time left until `deadline`, and the processing of
 /// what it completed. A TLS error comes back as `InvalidData` wrapping the `rustls::Error`.
-fn read_tls_by(
+pub(crate) fn read_tls_by(
     conn: &mut ClientConnection,
     sock: &mut TcpStream,
     deadline: Instant,

@@ -95,6 +95,12 @@ pub enum Failure {
     TlsInjection {
         ip: IpAddr,
     },
+    /// The recipient domain's MTA-STS policy is `enforce` and lists none of its MX hosts.
+    StsNoMx {
+        domain: String,
+        /// The MX host names, comma-separated, already made safe for a report.
+        hosts: String,
+    },
     /// A bug. Never D.
     Internal(&'static str),
 }
@@ -211,6 +217,12 @@ impl Failure {
                 Esc(7, 5),
                 &format!("Connected to {ip} but it sent plaintext after agreeing to STARTTLS."),
             ),
+            StsNoMx { domain, hosts } => temp(
+                Esc(7, 5),
+                &format!(
+                    "None of the MX hosts of {domain} ({hosts}) is allowed by its MTA-STS policy."
+                ),
+            ),
             Internal(what) => temp(Esc(3, 0), &format!("qmail-remote internal error: {what}.")),
         }
     }
@@ -320,6 +332,10 @@ mod tests {
                 why: "x".into(),
             },
             Failure::TlsInjection { ip },
+            Failure::StsNoMx {
+                domain: "x.example".into(),
+                hosts: "mx.x.example".into(),
+            },
             Failure::Internal("x"),
         ]
     }

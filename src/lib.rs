@@ -26,6 +26,7 @@ pub mod report;
 pub mod route;
 pub mod session;
 pub mod smtproutes;
+pub mod sts;
 pub mod tcpto;
 pub mod tls;
 
@@ -133,7 +134,14 @@ fn deliver(
         return Err(Failure::PartialFinalLine);
     }
     let peers = route::peers(&cfg, &env.host)?;
-    let tls = tls::Tls::load()?;
+    let mut tls = tls::Tls::load()?;
+    // MTA-STS: the recipient domain's policy, before the first connection.
+    let sts = sts::Sts::for_delivery(&cfg, &tls, &env.host, &peers);
+    let peers = match sts.filter(peers, |p| tls.overridden(p, &env.host)) {
+        Ok(peers) => peers,
+        Err(f) => return Ok(sts.finish(f.report())),
+    };
+    tls.set_sts(sts.active.clone());
     let mut job = Job::new(&cfg, &env, &mut msg, &tls);
     let mut last: Option<(Failure, Option<String>)> = None;
     for peer in &peers {
@@ -165,7 +173,7 @@ fn deliver(
                     for (letter, text) in rcpts {
                         reporter.recipient(letter, text);
                     }
-                    return Ok(report);
+                    return Ok(sts.finish(report));
                 }
                 Outcome::Next(f, tls_line) => {
                     last = Some((f, tls_line));
@@ -183,5 +191,5 @@ fn deliver(
     if let Some(line) = tls_line {
         report.push_line(&line);
     }
-    Ok(report)
+    Ok(sts.finish(report))
 }

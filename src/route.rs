@@ -45,7 +45,7 @@ pub fn random_u64() -> u64 {
     h.finish()
 }
 
-fn order(mut ips: Vec<IpAddr>, pref: AddrPref) -> Vec<IpAddr> {
+pub(crate) fn order(mut ips: Vec<IpAddr>, pref: AddrPref) -> Vec<IpAddr> {
     match pref {
         AddrPref::V4First => ips.sort_by_key(|ip| ip.is_ipv6()),
         AddrPref::V6First => ips.sort_by_key(|ip| ip.is_ipv4()),

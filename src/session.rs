@@ -15,7 +15,7 @@ use crate::message::{Message, SendError};
 use crate::reply::{Reply, ReplyBuilder};
 use crate::report::{RcptLetter, Report};
 use crate::route::Peer;
-use crate::tls::{Level, Policy, Tls};
+use crate::tls::{Level, Policy, StsVerdict, Tls, Verified};
 
 /// RFC 5321 4.5.3.2 reply timeouts, each further capped by `control/timeoutremote`.
 fn stage_timeout(stage: Stage) -> Duration {
@@ -63,9 +63,9 @@ impl<'a> Job<'a> {
 }
 
 /// What to say about TLS in the final report.
-enum TlsNote {
+enum TlsNote<S = crate::tls::Session> {
     Plain(String),
-    Tls(crate::tls::Session),
+    Tls(S),
 }
 
 struct Dialogue<'j, 'a> {
@@ -185,7 +185,7 @@ pub fn run(
 ) -> Outcome {
     let mut d = Dialogue::new(job, peer, tcp);
     match greet_and_negotiate(&mut d, policy, plain_because) {
-        Ok((caps, note)) => transaction(d, caps, note),
+        Ok((caps, note)) => transaction(d, caps, note, policy),
         Err(Step::Next(f)) => {
             if matches!(f, Failure::Rejected { .. }) {
                 // The peer is still talking SMTP: say goodbye, as qmail does.
@@ -331,7 +331,7 @@ fn upgrade(d: &mut Dialogue, policy: &Policy) -> Result<crate::tls::Session, Ste
     });
     match (upgraded, session) {
         (Ok(()), Some(session)) => {
-            d.tls_line = Some(session.to_string());
+            d.tls_line = Some(tls_line(&TlsNote::Tls(&session), policy));
             Ok(session)
         }
         (Ok(()), None) => Err(Failure::Internal("TLS session without parameters").into()),
@@ -377,12 +377,12 @@ pub fn probe(
     let result = greet_and_negotiate(&mut d, policy, plain_because);
     let certs = d.conn.peer_certificates();
     let (session, outcome) = match result {
-        Ok((caps, TlsNote::Plain(why))) => (
-            None,
-            ProbeOutcome::Ready(caps, format!("TLS: none ({why}).")),
-        ),
+        Ok((caps, TlsNote::Plain(why))) => {
+            let line = tls_line(&TlsNote::Plain(why), policy);
+            (None, ProbeOutcome::Ready(caps, line))
+        }
         Ok((caps, TlsNote::Tls(s))) => {
-            let line = s.to_string();
+            let line = tls_line(&TlsNote::Tls(&s), policy);
             (Some(s), ProbeOutcome::Ready(caps, line))
         }
         Err(Step::Next(f)) => {
@@ -401,10 +401,31 @@ pub fn probe(
     }
 }
 
-fn transaction(mut d: Dialogue, caps: Caps, note: TlsNote) -> Outcome {
-    let line = match &note {
+/// The `TLS:` line of the report; in MTA-STS `testing` mode it also says what `enforce`
+/// would have done with this host.
+fn tls_line(note: &TlsNote<&crate::tls::Session>, policy: &Policy) -> String {
+    let line = match note {
         TlsNote::Plain(why) => format!("TLS: none ({why})."),
         TlsNote::Tls(s) => s.to_string(),
+    };
+    let Some(StsVerdict::Testing { listed }) = &policy.sts else {
+        return line;
+    };
+    let would = match note {
+        _ if !listed => "not have used this host (it is not in the policy's mx list)".to_string(),
+        TlsNote::Plain(why) => format!("have refused this host: no TLS ({why})"),
+        TlsNote::Tls(s) => match &s.verified {
+            Verified::Yes(_) => "have accepted this host".to_string(),
+            Verified::No(why) => format!("have refused this host: {why}"),
+        },
+    };
+    format!("{line} MTA-STS testing: enforce would {would}.")
+}
+
+fn transaction(mut d: Dialogue, caps: Caps, note: TlsNote, policy: &Policy) -> Outcome {
+    let line = match &note {
+        TlsNote::Plain(why) => tls_line(&TlsNote::Plain(why.clone()), policy),
+        TlsNote::Tls(s) => tls_line(&TlsNote::Tls(s), policy),
     };
     let outcome = match mail_rcpt_data(&mut d, &caps) {
         Ok(Outcome::Done { rcpts, mut report }) => {

@@ -228,9 +228,10 @@ fn variant(f: &Failure) -> usize {
         Failure::TlsFailed { .. } => 21,
         Failure::TlsInjection { .. } => 22,
         Failure::Internal(_) => 23,
+        Failure::StsNoMx { .. } => 24,
     }
 }
-const VARIANTS: usize = 24;
+const VARIANTS: usize = 25;
 
 fn stage_index(s: Stage) -> usize {
     match s {
@@ -337,6 +338,13 @@ fn examples() -> Vec<(Failure, Vec<(String, &'static str)>)> {
         ),
         (Failure::TlsInjection { ip }, none()),
         (Failure::Internal("what"), none()),
+        (
+            Failure::StsNoMx {
+                domain: "domain".into(),
+                hosts: "hosts".into(),
+            },
+            none(),
+        ),
     ];
     for after_dot in [false, true] {
         v.push((Failure::Died { ip, after_dot }, none()));

@@ -14,6 +14,7 @@ mod package;
 mod postfix;
 mod probe;
 mod scripted;
+mod sts;
 mod tls;
 mod tls_matrix;
 mod tls_names;

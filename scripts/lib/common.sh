@@ -13,6 +13,15 @@ export QREMOTE_PEERS_DIR
 QREMOTE_NSD_ADDR=127.0.0.53
 # shellcheck disable=SC2034
 QREMOTE_DNS_ADDR=127.0.0.54
+# MTA-STS: nginx serves every policy host on this address (scripts/lib/nginx.sh); the test
+# domains under sts.test that publish a policy (scripts/lib/dns.sh) have mta-sts.<d> there,
+# except down (127.0.18.99: nothing listens) and trickle (127.0.18.3: a scripted server in
+# tests/sts.rs that answers too slowly).
+# shellcheck disable=SC2034
+QREMOTE_NGINX_ADDR=127.0.18.1
+# shellcheck disable=SC2034
+QREMOTE_STS_DOMAINS=(enforce expired notls unlisted fallback wild testing none missing badhost
+	redirect big malformed chunked html down idchange warm trickle)
 
 say() { printf 'peers: %s\n' "$*" >&2; }
 die() {

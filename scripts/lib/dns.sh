@@ -1,7 +1,7 @@
 # shellcheck shell=bash
-# DNS for the tests: nsd (authoritative for qremote.test, other.test, i7tls.test and i7.test) on
-# 127.0.0.53, and unbound (the recursive resolver the program is pointed at) on 127.0.0.54,
-# which reaches nsd through stub zones and nothing else. Sourced after common.sh.
+# DNS for the tests: nsd (authoritative for qremote.test, other.test, i7tls.test, i7.test and
+# sts.test) on 127.0.0.53, and unbound (the recursive resolver the program is pointed at) on
+# 127.0.0.54, which reaches nsd through stub zones and nothing else. Sourced after common.sh.
 
 # The opening of every test zone: origin, TTL, SOA and NS (nsd on ns.qremote.test).
 _dns_zone_head() {
@@ -138,6 +138,61 @@ sessions        MX    30 tripb
 Z
 }
 
+# MTA-STS test domains (tests/sts.rs). Each domain in QREMOTE_STS_DOMAINS publishes
+# _mta-sts TXT "v=STSv1; id=1" (idchange: id=2) and has its policy host mta-sts.<d> on nginx
+# (down: on an address where nothing listens; trickle: a scripted server of tests/sts.rs);
+# nginx.sh writes the policies.
+_dns_zone_sts() {
+	local d
+	_dns_zone_head sts.test
+	cat <<Z
+; MX hosts: Postfix on 127.0.18.20 (certificate for mx1 and a.mx), and the qremote.test
+; listener with the mx1.qremote.test certificate for the names a policy must not allow.
+mx1             A     127.0.18.20
+a.mx            A     127.0.18.20
+b.c.mx          A     127.0.0.20
+mx2             A     127.0.0.20
+
+enforce         MX    10 mx1
+expired         MX    10 expired.qremote.test.
+notls           MX    10 notls.qremote.test.
+unlisted        MX    10 mx1
+fallback        MX    10 mx2
+fallback        MX    20 mx1
+wild            MX    5 b.c.mx
+wild            MX    10 a.mx
+testing         MX    10 expired.qremote.test.
+none            MX    10 expired.qremote.test.
+missing         MX    10 expired.qremote.test.
+badhost         MX    10 expired.qremote.test.
+redirect        MX    10 expired.qremote.test.
+big             MX    10 expired.qremote.test.
+malformed       MX    10 expired.qremote.test.
+html            MX    10 expired.qremote.test.
+chunked         MX    10 mx1
+down            MX    10 mx1
+idchange        MX    10 mx1
+warm            MX    10 mx1
+trickle         MX    10 mx1
+; No MTA-STS at all.
+plain           MX    10 mx1
+Z
+	for d in "${QREMOTE_STS_DOMAINS[@]}"; do
+		if [ "$d" = idchange ]; then
+			printf '_mta-sts.%-10s TXT   "v=STSv1; id=2"\n' "$d"
+		else
+			printf '_mta-sts.%-10s TXT   "v=STSv1; " "id=1"\n' "$d"
+		fi
+		if [ "$d" = down ]; then
+			printf 'mta-sts.%-11s A     127.0.18.99\n' "$d"
+		elif [ "$d" = trickle ]; then
+			printf 'mta-sts.%-11s A     127.0.18.3\n' "$d"
+		else
+			printf 'mta-sts.%-11s A     %s\n' "$d" "$QREMOTE_NGINX_ADDR"
+		fi
+	done
+}
+
 _dns_nsd_conf() {
 	local d=$1
 	cat <<C
@@ -174,6 +229,9 @@ zone:
 zone:
 	name: "i7.test"
 	zonefile: "$d/i7.test.zone"
+zone:
+	name: "sts.test"
+	zonefile: "$d/sts.test.zone"
 C
 }
 
@@ -219,6 +277,9 @@ stub-zone:
 stub-zone:
 	name: "i7.test."
 	stub-addr: $QREMOTE_NSD_ADDR
+stub-zone:
+	name: "sts.test."
+	stub-addr: $QREMOTE_NSD_ADDR
 # nsd does not serve servfail.test: it answers REFUSED, so unbound answers SERVFAIL.
 stub-zone:
 	name: "servfail.test."
@@ -243,6 +304,7 @@ dns_up() {
 	_dns_zone_other >"$d.new/other.test.zone"
 	_dns_zone_i7tls >"$d.new/i7tls.test.zone"
 	_dns_zone_i7 >"$d.new/i7.test.zone"
+	_dns_zone_sts >"$d.new/sts.test.zone"
 	_dns_nsd_conf "$d" >"$d.new/nsd.conf"
 	_dns_unbound_conf "$d" >"$d.new/unbound.conf"
 	_dns_root_hints >"$d.new/root.hints"
@@ -261,6 +323,7 @@ dns_up() {
 		quiet "other.test zone invalid" nsd-checkzone other.test "$d/other.test.zone"
 		quiet "i7tls.test zone invalid" nsd-checkzone i7tls.test "$d/i7tls.test.zone"
 		quiet "i7.test zone invalid" nsd-checkzone i7.test "$d/i7.test.zone"
+		quiet "sts.test zone invalid" nsd-checkzone sts.test "$d/sts.test.zone"
 		quiet "unbound.conf invalid" unbound-checkconf "$d/unbound.conf"
 		local a
 		for a in "$QREMOTE_NSD_ADDR" "$QREMOTE_DNS_ADDR"; do

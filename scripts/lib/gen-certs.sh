@@ -23,6 +23,8 @@
 #                                                               extensions: Debian's exim-gencert)
 #   selfca          ECDSA selfca.i7tls.test                     self-signed with CA:TRUE (OpenSSL 3's
 #                                                               `req -x509` default), SAN set
+#   sts             ECDSA mx1.sts.test, a.mx.sts.test            by intermediate, chain sent (MTA-STS MX)
+#   policy          ECDSA mta-sts.<d>.sts.test for every MTA-STS test domain (nginx, chain sent)
 #
 # Regenerated only when missing or when this file changes.
 
@@ -128,7 +130,8 @@ gen_certs() {
 	CERTS=$QREMOTE_PEERS_DIR/certs
 	export CERTS
 	local stamp
-	stamp="v$QREMOTE_CERTS_VERSION $(fingerprint "${BASH_SOURCE[0]}")"
+	# The policy certificate names every MTA-STS test domain (common.sh).
+	stamp="v$QREMOTE_CERTS_VERSION $(fingerprint "${BASH_SOURCE[0]}") ${QREMOTE_STS_DOMAINS[*]}"
 	if [ -f "$CERTS/stamp" ] && [ "$(cat "$CERTS/stamp")" = "$stamp" ]; then
 		say "certificates up to date in $CERTS"
 		return 0
@@ -166,6 +169,11 @@ gen_certs() {
 	_certs_leaf tls12 rsa ca_int "DNS:tls12.qremote.test" -days 3650
 	# For the scripted (rustls) peers of tests/tls_matrix.rs on 127.0.0.64.
 	_certs_leaf scripted rsa ca_int "DNS:scripted.qremote.test" -days 3650
+	# MTA-STS: the MX listener on 127.0.18.20 and the policy hosts nginx serves.
+	_certs_leaf sts ec ca_int "DNS:mx1.sts.test, DNS:a.mx.sts.test" -days 3650
+	local d san=
+	for d in "${QREMOTE_STS_DOMAINS[@]}"; do san+="${san:+, }DNS:mta-sts.$d.sts.test"; done
+	_certs_leaf policy ec ca_int "$san" -days 3650
 
 	_certs_key "$CERTS/selfsigned.key" ec
 	SAN="DNS:selfsigned.qremote.test" KU=digitalSignature \
@@ -193,7 +201,7 @@ gen_certs() {
 
 	# What each listener sends: key, leaf, and the chain unless the case is "no intermediate".
 	local name
-	for name in mx1 expired future wrongname wild selfsigned unknownca tls12 scripted v1 selfca; do
+	for name in mx1 expired future wrongname wild selfsigned unknownca tls12 scripted v1 selfca sts policy; do
 		cat "$CERTS/$name.key" "$CERTS/$name-chain.pem" >"$CERTS/$name-postfix.pem"
 	done
 	cat "$CERTS/nointermediate.key" "$CERTS/nointermediate.pem" >"$CERTS/nointermediate-postfix.pem"

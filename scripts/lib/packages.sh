@@ -14,6 +14,8 @@ QREMOTE_PACKAGES=(
 	"iproute2:/usr/sbin/ip"
 	# strip and readelf for scripts/package and tests/package.rs
 	"binutils:/usr/bin/strip"
+	"nginx:/usr/sbin/nginx"
+	"curl:/usr/bin/curl"
 )
 
 ensure_packages() {
@@ -29,8 +31,8 @@ ensure_packages() {
 	say "installing: ${missing[*]}"
 
 	# Postfix must not configure or start a system instance (nothing may listen on
-	# 127.0.0.1:25), and nsd/unbound must not start with their stock configs (they would
-	# take port 53 on every address). policy-rc.d is Debian's switch for "do not start
+	# 127.0.0.1:25), and nsd/unbound/nginx must not start with their stock configs (they would
+	# take port 53 or 80 on every address). policy-rc.d is Debian's switch for "do not start
 	# services from maintainer scripts"; install one for the duration if there is none.
 	echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
 	local policy=/usr/sbin/policy-rc.d made_policy=

@@ -21,6 +21,7 @@ QREMOTE_SMTP_LISTENERS=(
 	"127.0.0.29 tls12 -o smtpd_tls_protocols=!SSLv2,!SSLv3,!TLSv1,!TLSv1.1,!TLSv1.3"
 	"127.0.7.1 v1"
 	"127.0.7.2 selfca"
+	"127.0.18.20 sts"
 )
 
 # The user that owns the delivered maildirs (pipe(8) refuses root).

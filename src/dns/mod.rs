@@ -1,4 +1,4 @@
-//! A small synchronous DNS stub resolver (MX, A/AAAA, TLSA) that asks a recursive resolver.
+//! A small synchronous DNS stub resolver (MX, A/AAAA, TLSA, TXT) that asks a recursive resolver.
 //!
 //! Why our own stub: DANE needs the AD bit of a validating upstream resolver's answer; libc hides
 //! it, and hickory-resolver neither sets DO/AD on plain lookups nor runs without tokio, too much
@@ -37,7 +37,7 @@ use crate::failure::Failure;
 use transport::{Query, TryError, UdpOutcome};
 use wire::{
     Message, Name, RCODE_FORMERR, RCODE_NOERROR, RCODE_NXDOMAIN, RData, TYPE_A, TYPE_AAAA, TYPE_MX,
-    TYPE_TLSA,
+    TYPE_TLSA, TYPE_TXT,
 };
 
 /// Why a lookup gave no records.
@@ -211,6 +211,19 @@ impl Resolver {
             })
             .collect();
         Ok((tlsa, ad))
+    }
+
+    /// TXT records at `name` (e.g. `_mta-sts.example.com`), CNAME chain followed, each with its
+    /// character-strings joined, in answer order.
+    pub fn txt(&mut self, name: &[u8]) -> Result<Vec<Vec<u8>>, DnsError> {
+        let (records, _) = self.lookup(name, TYPE_TXT)?;
+        Ok(records
+            .into_iter()
+            .filter_map(|r| match r {
+                RData::Txt(t) => Some(t),
+                _ => None,
+            })
+            .collect())
     }
 
     /// Records of `qtype` at `name`, following CNAMEs in the answers and re-asking for the end

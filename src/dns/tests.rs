@@ -331,7 +331,7 @@ fn bad_rdata_is_malformed() {
     // Other classes and unknown types are skipped, whatever their data.
     let ok = base()
         .rr_class(1, &w("x"), TYPE_A, 3, &[1, 2])
-        .an(&w("x"), 16, b"\x03txt")
+        .an(&w("x"), 99, b"\x03spf")
         .an(&w("x"), TYPE_A, &[192, 0, 2, 1])
         .build();
     let m = parse(&ok).unwrap();
@@ -1048,4 +1048,28 @@ fn net_ips_and_tlsa() {
         ))
     );
     h.join().unwrap();
+}
+
+#[test]
+fn txt_strings_are_joined_and_bounded() {
+    let pkt = Resp::new(1, FLAG_QR)
+        .question(&w("x"), TYPE_TXT)
+        .an(&[0xC0, 12], TYPE_TXT, b"\x07v=STSv1\x05; id=\x011")
+        .an(&[0xC0, 12], TYPE_TXT, b"")
+        .build();
+    let m = parse(&pkt).unwrap();
+    match &m.answers[0].data {
+        RData::Txt(t) => assert_eq!(t, b"v=STSv1; id=1"),
+        other => panic!("{other:?}"),
+    }
+    match &m.answers[1].data {
+        RData::Txt(t) => assert!(t.is_empty()),
+        other => panic!("{other:?}"),
+    }
+    // A length byte that runs past the RDATA.
+    let bad = Resp::new(1, FLAG_QR)
+        .question(&w("x"), TYPE_TXT)
+        .an(&[0xC0, 12], TYPE_TXT, b"\x09short")
+        .build();
+    assert!(parse(&bad).is_err());
 }

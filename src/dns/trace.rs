@@ -5,7 +5,7 @@
 use std::cell::RefCell;
 
 use super::DnsError;
-use super::wire::{Name, RData, TYPE_A, TYPE_AAAA, TYPE_MX, TYPE_TLSA};
+use super::wire::{Name, RData, TYPE_A, TYPE_AAAA, TYPE_MX, TYPE_TLSA, TYPE_TXT};
 
 /// One lookup as the resolver made it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -53,6 +53,7 @@ pub(super) fn record(
                 TYPE_A => "A".into(),
                 TYPE_AAAA => "AAAA".into(),
                 TYPE_TLSA => "TLSA".into(),
+                TYPE_TXT => "TXT".into(),
                 other => other.to_string(),
             },
             // The first name of the chain is the one asked for.
@@ -85,5 +86,7 @@ fn show(r: &RData) -> String {
             let hex: String = data.iter().map(|b| format!("{b:02x}")).collect();
             format!("{usage} {selector} {matching} {hex}")
         }
+        // Quoted, with bytes outside printable ASCII as '?', as a report would show them.
+        RData::Txt(t) => format!("\"{}\"", crate::report::outsafe(t)),
     }
 }

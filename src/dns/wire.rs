@@ -7,6 +7,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 pub(crate) const TYPE_A: u16 = 1;
 pub(crate) const TYPE_CNAME: u16 = 5;
 pub(crate) const TYPE_MX: u16 = 15;
+pub(crate) const TYPE_TXT: u16 = 16;
 pub(crate) const TYPE_AAAA: u16 = 28;
 pub(crate) const TYPE_OPT: u16 = 41;
 pub(crate) const TYPE_TLSA: u16 = 52;
@@ -192,6 +193,8 @@ pub(crate) enum RData {
         matching: u8,
         data: Vec<u8>,
     },
+    /// The character-strings of one TXT record, concatenated (RFC 7208 3.3, RFC 8461 3.1).
+    Txt(Vec<u8>),
 }
 
 impl RData {
@@ -202,6 +205,7 @@ impl RData {
             RData::Mx { .. } => TYPE_MX,
             RData::Cname(_) => TYPE_CNAME,
             RData::Tlsa { .. } => TYPE_TLSA,
+            RData::Txt(_) => TYPE_TXT,
         }
     }
 }
@@ -411,8 +415,20 @@ fn decode_rdata(msg: &[u8], rr: &RrHead) -> Result<Option<RData>, Malformed> {
             },
             _ => return Err(Malformed),
         },
+        TYPE_TXT => RData::Txt(txt_strings(rdata)?),
         _ => return Ok(None),
     }))
+}
+
+/// The character-strings of a TXT RDATA (each a length byte and that many bytes), joined.
+fn txt_strings(mut rdata: &[u8]) -> Result<Vec<u8>, Malformed> {
+    let mut out = Vec::with_capacity(rdata.len());
+    while let [len, rest @ ..] = rdata {
+        let (s, tail) = rest.split_at_checked(usize::from(*len)).ok_or(Malformed)?;
+        out.extend_from_slice(s);
+        rdata = tail;
+    }
+    Ok(out)
 }
 
 /// Checks the option list of an OPT record: a sequence of (code, length, data).

@@ -27,13 +27,15 @@ use crate::failure::Failure;
 use crate::route::Peer;
 
 use policy::Table;
-pub use policy::{Anchors, Level, Policy};
+pub use policy::{Anchors, Level, Policy, StsVerdict};
 use verify::{Recorder, describe};
 
-/// Loaded once per process, after routing: `control/tlspolicy` only. The qmail-tls files, CA
+/// Loaded once per process, after routing: `control/tlspolicy`, then the recipient domain's
+/// MTA-STS policy ([`Tls::set_sts`]). The qmail-tls files, CA
 /// files and the client certificate are read when a connection gets to STARTTLS.
 pub struct Tls {
-    table: Table,
+    pub table: Table,
+    sts: Option<crate::sts::Active>,
     provider: Arc<CryptoProvider>,
 }
 
@@ -41,13 +43,32 @@ impl Tls {
     pub fn load() -> Result<Tls, Failure> {
         Ok(Tls {
             table: Table::load()?,
+            sts: None,
             provider: Arc::new(rustls::crypto::ring::default_provider()),
         })
     }
 
-    /// The TLS policy for `peer`, reached for recipient domain `domain` (see [`Table::policy`]).
+    /// The recipient domain's MTA-STS policy in force, from [`crate::sts::discover`].
+    pub fn set_sts(&mut self, active: Option<crate::sts::Active>) {
+        self.sts = active;
+    }
+
+    /// The crypto provider, shared with the MTA-STS policy fetch.
+    pub fn provider(&self) -> &Arc<CryptoProvider> {
+        &self.provider
+    }
+
+    /// The TLS policy for `peer`, reached for recipient domain `domain`: an override line
+    /// ([`Table::forced`]) alone, else [`Table::policy`] with the MTA-STS policy.
     pub fn policy(&self, peer: &Peer, domain: &[u8]) -> Policy {
-        self.table.policy(peer, domain)
+        self.table
+            .forced(peer, domain)
+            .unwrap_or_else(|| self.table.policy(peer, domain, self.sts.as_ref()))
+    }
+
+    /// True if an override line decides for `peer` (published requirements do not count).
+    pub fn overridden(&self, peer: &Peer, domain: &[u8]) -> bool {
+        self.table.forced(peer, domain).is_some()
     }
 
     /// Why `peer` can never be verified, when `policy` requires verification: it has no host
@@ -144,7 +165,7 @@ impl Tls {
             } else {
                 String::from_utf8_lossy(&peer.name).into_owned()
             },
-            note,
+            note: format!("{note}{}", policy.note),
             checks,
         };
         Ok((stream, session))

@@ -5,6 +5,7 @@
 use crate::control;
 use crate::failure::Failure;
 use crate::route::Peer;
+use crate::sts::{self, Mode};
 
 /// TLS security levels, weakest first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -58,20 +59,54 @@ pub enum Anchors {
 pub struct Policy {
     pub level: Level,
     pub anchors: Anchors,
-    /// What set the level, for reports ("default", "control/tlspolicy", a qmail-tls file).
+    /// What set the level, for reports ("default", "control/tlspolicy", a qmail-tls file,
+    /// "MTA-STS policy of <domain>").
     pub source: String,
+    /// Said in the `TLS:` line after the session's own text, e.g. that an override was used.
+    /// Empty or `; ...`.
+    pub note: String,
+    /// What the recipient domain's MTA-STS policy says about this peer, if it has one.
+    pub sts: Option<StsVerdict>,
 }
 
-/// One `control/tlspolicy` table: `key:level`, keys as in smtproutes.
-pub struct Table(Vec<(Vec<u8>, Level)>);
+/// The recipient domain's MTA-STS policy (RFC 8461 §4), applied to one peer. A value of its
+/// own so that the merge with DANE (where DANE applies to an MX, DANE wins, §2) stays one
+/// visible decision.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StsVerdict {
+    /// Mode `enforce`, and the MX is listed: TLS with a certificate valid for the MX name
+    /// under the public anchors is required (a source of level `verify`). Unlisted MX hosts
+    /// never get here: `Sts::filter` dropped them.
+    Enforce,
+    /// Mode `testing`: nothing changes; the `TLS:` line says what `enforce` would have done.
+    /// `listed`: the MX matches a pattern of the policy.
+    Testing { listed: bool },
+}
+
+/// One `control/tlspolicy` line: the level, and whether it ends in `!` (an override).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Entry {
+    level: Level,
+    force: bool,
+}
+
+/// One `control/tlspolicy` table: `key:level` or `key:level!`, keys as in smtproutes.
+pub struct Table(Vec<(Vec<u8>, Entry)>);
+
+/// What a `TLS:` line says when an override line decided.
+const OVERRIDE_NOTE: &str = "; DANE and MTA-STS not consulted: override in control/tlspolicy";
 
 impl Table {
     pub fn load() -> Result<Table, Failure> {
-        let Some(data) = control::read_file("tlspolicy")? else {
-            return Ok(Table(Vec::new()));
-        };
+        match control::read_file("tlspolicy")? {
+            Some(data) => Table::parse(&data),
+            None => Ok(Table(Vec::new())),
+        }
+    }
+
+    pub fn parse(data: &[u8]) -> Result<Table, Failure> {
         let mut entries = Vec::new();
-        for (n, line) in control::lines(&data) {
+        for (n, line) in control::lines(data) {
             let line = line.trim_ascii();
             let Some(colon) = line.iter().rposition(|&b| b == b':') else {
                 return Err(control::syntax(
@@ -82,25 +117,68 @@ impl Table {
             };
             // The last colon: a key may be an IPv6 literal such as [2001:db8::1].
             let (key, rest) = line.split_at(colon);
-            let level =
-                Level::parse(rest.get(1..).unwrap_or_default().trim_ascii()).ok_or_else(|| {
-                    control::syntax("tlspolicy", n, "level must be none, may, encrypt or verify")
-                })?;
-            entries.push((key.trim_ascii().to_ascii_lowercase(), level));
+            let word = rest.get(1..).unwrap_or_default().trim_ascii();
+            let (word, force) = match word.strip_suffix(b"!") {
+                Some(w) => (w, true),
+                None => (word, false),
+            };
+            let level = Level::parse(word).ok_or_else(|| {
+                control::syntax(
+                    "tlspolicy",
+                    n,
+                    "level must be none, may, encrypt or verify, optionally followed by !",
+                )
+            })?;
+            entries.push((
+                key.trim_ascii().to_ascii_lowercase(),
+                Entry { level, force },
+            ));
         }
         Ok(Table(entries))
     }
 
     /// The most specific entry for `name` (exact, then `.suffix` longest first); last line wins.
-    fn lookup(&self, name: &[u8]) -> Option<Level> {
+    fn lookup(&self, name: &[u8]) -> Option<Entry> {
         if name.is_empty() {
             return None;
         }
         control::suffix_keys(name).iter().find_map(|k| self.get(k))
     }
 
-    fn get(&self, key: &[u8]) -> Option<Level> {
-        self.0.iter().rev().find(|(k, _)| k == key).map(|(_, l)| *l)
+    fn get(&self, key: &[u8]) -> Option<Entry> {
+        self.0.iter().rev().find(|(k, _)| k == key).map(|(_, e)| *e)
+    }
+
+    /// The key of `peer` in the table: its name, or `[ip]` for a literal.
+    fn key(peer: &Peer) -> Vec<u8> {
+        if peer.name.is_empty() {
+            format!("[{}]", peer.ip).into_bytes()
+        } else {
+            peer.name.clone()
+        }
+    }
+
+    /// An override (`level!`) for the host, the recipient domain or everything (`:level!`),
+    /// in that order: it decides alone, and no published requirement (DANE, MTA-STS) counts.
+    pub fn forced(&self, peer: &Peer, domain: &[u8]) -> Option<Policy> {
+        let host = self.lookup(&Table::key(peer)).filter(|e| e.force);
+        host.map(|e| (e.level, "host"))
+            .or_else(|| self.forced_domain(domain))
+            .map(|(level, what)| Policy {
+                level,
+                anchors: Anchors::Public,
+                source: format!("control/tlspolicy ({what}, override)"),
+                note: OVERRIDE_NOTE.into(),
+                sts: None,
+            })
+    }
+
+    /// An override for the recipient domain or everything: then the domain's MTA-STS policy
+    /// is not even looked up.
+    pub fn forced_domain(&self, domain: &[u8]) -> Option<(Level, &'static str)> {
+        [(self.lookup(domain), "domain"), (self.get(b""), "default")]
+            .into_iter()
+            .find_map(|(e, what)| e.filter(|e| e.force).map(|e| (e.level, what)))
     }
 }
 
@@ -109,14 +187,33 @@ impl Table {
     /// entries (a qmail-tls `.pem`, tlspolicy lines for the domain or the host) combine by
     /// taking the strongest, so nothing silently weakens a requirement. Without one,
     /// `notlshosts/<host>` or `tlshosts/exhaustivelist` mean none, else the `:level` default
-    /// line, else `may`.
-    pub fn policy(&self, peer: &Peer, domain: &[u8]) -> Policy {
+    /// line, else `may`. An MTA-STS `enforce` policy (`sts`) for a listed MX is an explicit
+    /// source of `verify` with public anchors. Override lines are not consulted here: see
+    /// [`Table::forced`], which the caller asks first.
+    pub fn policy(&self, peer: &Peer, domain: &[u8], sts: Option<&sts::Active>) -> Policy {
+        // No MX was chosen for a relay or an address literal: MTA-STS has nothing to say.
+        let mx = !peer.relay && !peer.name.is_empty();
+        let verdict = sts.filter(|_| mx).map(|a| match a.policy.mode {
+            Mode::Enforce => StsVerdict::Enforce,
+            Mode::Testing | Mode::None => StsVerdict::Testing {
+                listed: a.policy.allows(&peer.name),
+            },
+        });
+        let enforce = (verdict == Some(StsVerdict::Enforce)).then(|| Policy {
+            level: Level::Verify,
+            anchors: Anchors::Public,
+            source: format!("MTA-STS policy of {}", String::from_utf8_lossy(domain)),
+            note: String::new(),
+            sts: None,
+        });
+        let mut p = self.decide(peer, domain, enforce);
+        p.sts = verdict;
+        p
+    }
+
+    fn decide(&self, peer: &Peer, domain: &[u8], sts: Option<Policy>) -> Policy {
         let name = String::from_utf8_lossy(&peer.name).into_owned();
-        let key = if peer.name.is_empty() {
-            format!("[{}]", peer.ip).into_bytes()
-        } else {
-            peer.name.clone()
-        };
+        let key = Table::key(peer);
         let mut best: Option<Policy> = None;
         let mut consider = |p: Policy| {
             if best.as_ref().is_none_or(|b| p.level > b.level) {
@@ -129,16 +226,23 @@ impl Table {
                 level: Level::Verify,
                 anchors: Anchors::File(format!("control/{pem}")),
                 source: format!("control/{pem}"),
+                note: String::new(),
+                sts: None,
             });
         }
         for (k, what) in [(&domain.to_vec(), "domain"), (&key, "host")] {
-            if let Some(level) = self.lookup(k) {
+            if let Some(Entry { level, .. }) = self.lookup(k) {
                 consider(Policy {
                     level,
                     anchors: Anchors::Public,
                     source: format!("control/tlspolicy ({what})"),
+                    note: String::new(),
+                    sts: None,
                 });
             }
+        }
+        if let Some(p) = sts {
+            consider(p);
         }
         if let Some(p) = best {
             return p;
@@ -149,6 +253,8 @@ impl Table {
                 level: Level::None,
                 anchors: Anchors::Public,
                 source: format!("control/{no}"),
+                note: String::new(),
+                sts: None,
             };
         }
         if control::exists("tlshosts/exhaustivelist") {
@@ -156,19 +262,88 @@ impl Table {
                 level: Level::None,
                 anchors: Anchors::Public,
                 source: "control/tlshosts/exhaustivelist".into(),
+                note: String::new(),
+                sts: None,
             };
         }
         match self.get(b"") {
-            Some(level) => Policy {
+            Some(Entry { level, .. }) => Policy {
                 level,
                 anchors: Anchors::Public,
                 source: "control/tlspolicy (default)".into(),
+                note: String::new(),
+                sts: None,
             },
             None => Policy {
                 level: Level::May,
                 anchors: Anchors::Public,
                 source: "default".into(),
+                note: String::new(),
+                sts: None,
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sts::{Active, policy::parse_policy};
+
+    fn table(text: &str) -> Table {
+        Table::parse(text.as_bytes()).unwrap()
+    }
+
+    fn peer(name: &str) -> Peer {
+        Peer {
+            name: name.as_bytes().to_vec(),
+            ip: [192, 0, 2, 1].into(),
+            port: 25,
+            pref: 10,
+            relay: false,
+        }
+    }
+
+    fn active(mode: &str) -> Active {
+        let text = format!("version: STSv1\nmode: {mode}\nmx: mx.example\nmax_age: 86400\n");
+        Active {
+            id: "1".into(),
+            policy: parse_policy(text.as_bytes()).unwrap(),
+        }
+    }
+
+    #[test]
+    fn enforce_is_an_explicit_verify_source() {
+        let t = table(":none\n");
+        let p = t.policy(&peer("mx.example"), b"example", Some(&active("enforce")));
+        assert_eq!((p.level, &p.anchors), (Level::Verify, &Anchors::Public));
+        assert_eq!(p.source, "MTA-STS policy of example");
+        assert_eq!(p.sts, Some(StsVerdict::Enforce));
+        // A verify line keeps its own source; a weaker line cannot lower it.
+        let t = table("example:verify\nmx.example:may\n");
+        let p = t.policy(&peer("mx.example"), b"example", Some(&active("enforce")));
+        assert_eq!(
+            (p.level, p.source.as_str()),
+            (Level::Verify, "control/tlspolicy (domain)")
+        );
+        // testing changes nothing.
+        let p = table("").policy(&peer("other.example"), b"example", Some(&active("testing")));
+        assert_eq!(p.level, Level::May);
+        assert_eq!(p.sts, Some(StsVerdict::Testing { listed: false }));
+    }
+
+    #[test]
+    fn override_lines_decide_alone() {
+        let t = table("example:verify\n.example:may!\n:encrypt\n");
+        let p = t.forced(&peer("mx.example"), b"example").unwrap();
+        assert_eq!(p.level, Level::May);
+        assert_eq!(p.source, "control/tlspolicy (host, override)");
+        assert_eq!(p.note, OVERRIDE_NOTE);
+        assert!(t.forced(&peer("mx.other"), b"other").is_none());
+        assert_eq!(t.forced_domain(b"example"), None);
+        assert_eq!(t.forced_domain(b"a.example"), Some((Level::May, "domain")));
+        let t = table(":may!\n");
+        let p = t.forced(&peer("mx.other"), b"other").unwrap();
+        assert_eq!(p.source, "control/tlspolicy (default, override)");
     }
 }
