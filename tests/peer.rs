@@ -6,7 +6,32 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use rustls::{ServerConfig, ServerConnection, StreamOwned};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::{ServerConfig, ServerConnection, StreamOwned, SupportedProtocolVersion};
+
+/// A TLS server configuration with the test PKI's `<name>-chain.pem` and `<name>.key`
+/// (scripts/lib/gen-certs.sh, in `$QREMOTE_CERTS`), for the given protocol versions.
+pub fn server_config(
+    name: &str,
+    versions: &[&'static SupportedProtocolVersion],
+) -> Arc<ServerConfig> {
+    let certs = std::path::PathBuf::from(crate::util::peer_env("QREMOTE_CERTS"));
+    let chain: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_file_iter(certs.join(format!("{name}-chain.pem")))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+    let key = PrivateKeyDer::from_pem_file(certs.join(format!("{name}.key"))).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(versions)
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap();
+    Arc::new(cfg)
+}
 
 /// The server side of one connection, over plain TCP or (after [`Client::starttls`]) TLS.
 pub struct Client<S: Read + Write = TcpStream> {

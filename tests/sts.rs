@@ -511,27 +511,6 @@ fn a_domain_without_mta_sts_reports_nothing_about_it() {
     assert!(!out.last().text.contains("MTA-STS"), "{}", out.dump());
 }
 
-/// A TLS server for mta-sts.trickle.sts.test (the test CA's policy certificate) on its address.
-fn trickle_config() -> std::sync::Arc<rustls::ServerConfig> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let certs = PathBuf::from(peer_env("QREMOTE_CERTS"));
-    let chain: Vec<CertificateDer<'static>> =
-        CertificateDer::pem_file_iter(certs.join("policy-chain.pem"))
-            .unwrap()
-            .map(Result::unwrap)
-            .collect();
-    let key = PrivateKeyDer::from_pem_file(certs.join("policy.key")).unwrap();
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let cfg = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .unwrap();
-    std::sync::Arc::new(cfg)
-}
-
 #[test]
 #[ignore = "needs real peers: scripts/test"]
 fn a_policy_host_that_stalls_or_trickles_is_cut_off_by_the_deadlines() {
@@ -540,7 +519,11 @@ fn a_policy_host_that_stalls_or_trickles_is_cut_off_by_the_deadlines() {
     // address. Connection 1 never starts TLS; connection 2 sends the headers and then one
     // byte of body every 200 ms, which no per-read timeout would ever stop.
     let listener = std::net::TcpListener::bind("127.0.18.3:443").expect("bind 127.0.18.3:443");
-    let cfg = trickle_config();
+    // The test CA's certificate for every policy host, mta-sts.trickle.sts.test included.
+    let cfg = crate::peer::server_config(
+        "policy",
+        &[&rustls::version::TLS13, &rustls::version::TLS12],
+    );
     let server = std::thread::spawn(move || {
         let (silent, _) = listener.accept().unwrap();
         let (tcp, _) = listener.accept().unwrap();

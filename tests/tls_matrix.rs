@@ -9,8 +9,6 @@ use std::time::{Duration, Instant};
 use std::sync::Arc;
 
 use rustls::ServerConfig;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::peer::{Client, Scripted};
 use crate::util::{Outcome, QmailHome, peer_env};
@@ -230,24 +228,6 @@ fn scripted_peer(case: &str, tls12: Arc<ServerConfig>, c: Client) -> Vec<u8> {
     c.transcript
 }
 
-fn tls12_config() -> Arc<ServerConfig> {
-    let certs = PathBuf::from(peer_env("QREMOTE_CERTS"));
-    let chain: Vec<CertificateDer<'static>> =
-        CertificateDer::pem_file_iter(certs.join("scripted-chain.pem"))
-            .unwrap()
-            .map(Result::unwrap)
-            .collect();
-    let key = PrivateKeyDer::from_pem_file(certs.join("scripted.key")).unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let cfg = ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS12])
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .unwrap();
-    Arc::new(cfg)
-}
-
 fn run_scripted_row(row: &Row, case: &str) -> Result<(), String> {
     // At `may` a failed handshake is retried in plaintext on a second connection.
     let connections = if case == "abort" && row.setting == "may" {
@@ -255,7 +235,7 @@ fn run_scripted_row(row: &Row, case: &str) -> Result<(), String> {
     } else {
         1
     };
-    let cfg = tls12_config();
+    let cfg = crate::peer::server_config("scripted", &[&rustls::version::TLS12]);
     let owned = case.to_string();
     let server = Scripted::start_with_on("127.0.0.64:25", connections, move |i, c| {
         // The plaintext retry meets a server that no longer offers STARTTLS.
