@@ -59,6 +59,11 @@ pub const CONTROLS: &[(&str, &str, &str)] = &[
         "TLS levels, globally and per destination",
     ),
     (
+        "dnssecresolvers",
+        "none",
+        "non-loopback resolvers whose DNSSEC (AD) flag is believed, for DANE",
+    ),
+    (
         "tlsca",
         "none",
         "extra trusted CA certificates (PEM), on top of webpki roots",

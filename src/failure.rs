@@ -101,6 +101,12 @@ pub enum Failure {
         /// The MX host names, comma-separated, already made safe for a report.
         hosts: String,
     },
+    /// The TLSA lookup for an MX host with DNSSEC-secure addresses failed (SERVFAIL, bogus,
+    /// timeout): DANE may apply, so the host is not used (RFC 7672 2.1.1).
+    TlsaLookup {
+        owner: String,
+        why: String,
+    },
     /// A bug. Never D.
     Internal(&'static str),
 }
@@ -223,6 +229,12 @@ impl Failure {
                     "None of the MX hosts of {domain} ({hosts}) is allowed by its MTA-STS policy."
                 ),
             ),
+            TlsaLookup { owner, why } => temp(
+                Esc(7, 5),
+                &format!(
+                    "TLSA lookup for {owner} failed ({why}); DANE may apply there, so that MX was not used."
+                ),
+            ),
             Internal(what) => temp(Esc(3, 0), &format!("qmail-remote internal error: {what}.")),
         }
     }
@@ -335,6 +347,10 @@ mod tests {
             Failure::StsNoMx {
                 domain: "x.example".into(),
                 hosts: "mx.x.example".into(),
+            },
+            Failure::TlsaLookup {
+                owner: "_25._tcp.mx.example".into(),
+                why: "SERVFAIL from 127.0.0.1".into(),
             },
             Failure::Internal("x"),
         ]

@@ -103,6 +103,10 @@ pub fn plan(job: &Job, peer: &route::Peer, level: Option<tls::Level>) -> Plan {
         return Plan::Skip;
     }
     let policy = policy_for(job, peer, level);
+    // Its TLSA lookup failed: DANE may apply and cannot be checked, so not this MX.
+    if let Some(f) = &policy.refused {
+        return Plan::Refuse(f.clone());
+    }
     // Nothing this peer could say would make it verifiable: refuse without a connection, and
     // try the next one.
     match job.tls.unverifiable(peer, &policy) {

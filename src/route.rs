@@ -10,7 +10,7 @@ use std::hash::{BuildHasher, Hasher};
 use std::net::IpAddr;
 
 use crate::control::{AddrPref, Config};
-use crate::dns::{DnsError, Resolver};
+use crate::dns::{Addresses, DnsError, Resolver};
 use crate::failure::Failure;
 use crate::ipme;
 use crate::smtproutes::Route;
@@ -26,6 +26,15 @@ pub struct Peer {
     pub pref: u32,
     /// True when smtproutes chose this peer.
     pub relay: bool,
+    /// The AD bit of the answer that chose `name`: the MX RRset (true for an smtproutes relay
+    /// and for the implicit MX, whose name is not taken from the DNS). Whether the resolver's
+    /// AD bit can be believed at all is decided in `tls::dane`.
+    pub mx_ad: bool,
+    /// The AD bit of every address answer for `name` (false for an IP literal).
+    pub addr_ad: bool,
+    /// When `name`'s addresses came through a CNAME chain: the name at its end (for DANE,
+    /// the first candidate TLSA base domain, RFC 7672 2.2.3).
+    pub expanded: Option<Vec<u8>>,
 }
 
 /// A host written as `[1.2.3.4]`, `[ipv6]` or a bare IP address.
@@ -79,8 +88,8 @@ fn bound(mut peers: Vec<Peer>, limit: usize) -> Vec<Peer> {
 fn candidates(cfg: &Config, host: &[u8]) -> Result<Vec<Peer>, Failure> {
     match cfg.routes.lookup(host) {
         Route::Relay { host: relay, port } => {
-            let ips = match literal(&relay) {
-                Some(ip) => vec![ip],
+            let found = match literal(&relay) {
+                Some(ip) => literal_address(ip),
                 None => {
                     let mut dns = Resolver::from_config()?;
                     addresses(&mut dns, cfg, &relay).map_err(|e| host_error(e, &relay))?
@@ -91,7 +100,8 @@ fn candidates(cfg: &Config, host: &[u8]) -> Result<Vec<Peer>, Failure> {
             } else {
                 relay
             };
-            Ok(ips
+            Ok(found
+                .ips
                 .into_iter()
                 .map(|ip| Peer {
                     name: name.clone(),
@@ -99,6 +109,9 @@ fn candidates(cfg: &Config, host: &[u8]) -> Result<Vec<Peer>, Failure> {
                     port,
                     pref: 0,
                     relay: true,
+                    mx_ad: true,
+                    addr_ad: found.ad,
+                    expanded: found.expanded.clone(),
                 })
                 .collect())
         }
@@ -110,6 +123,9 @@ fn candidates(cfg: &Config, host: &[u8]) -> Result<Vec<Peer>, Failure> {
                     port: 25,
                     pref: 0,
                     relay: false,
+                    mx_ad: false,
+                    addr_ad: false,
+                    expanded: None,
                 }],
                 None => mx_peers(cfg, host)?,
             };
@@ -118,13 +134,24 @@ fn candidates(cfg: &Config, host: &[u8]) -> Result<Vec<Peer>, Failure> {
     }
 }
 
-fn addresses(dns: &mut Resolver, cfg: &Config, name: &[u8]) -> Result<Vec<IpAddr>, DnsError> {
-    let ips = dns.ips(name, cfg.addr_pref.wants_v4(), cfg.addr_pref.wants_v6())?;
-    let ips = order(ips, cfg.addr_pref);
-    if ips.is_empty() {
+/// The addresses of `name` in the configured order (never empty), with their AD bit and
+/// CNAME expansion for DANE.
+fn addresses(dns: &mut Resolver, cfg: &Config, name: &[u8]) -> Result<Addresses, DnsError> {
+    let mut found = dns.ips_expanded(name, cfg.addr_pref.wants_v4(), cfg.addr_pref.wants_v6())?;
+    found.ips = order(found.ips, cfg.addr_pref);
+    if found.ips.is_empty() {
         Err(DnsError::NoData)
     } else {
-        Ok(ips)
+        Ok(found)
+    }
+}
+
+/// An IP literal: no name, nothing secure about it.
+fn literal_address(ip: IpAddr) -> Addresses {
+    Addresses {
+        ips: vec![ip],
+        ad: false,
+        expanded: None,
     }
 }
 
@@ -139,13 +166,14 @@ fn host_error(e: DnsError, host: &[u8]) -> Failure {
 
 fn mx_peers(cfg: &Config, host: &[u8]) -> Result<Vec<Peer>, Failure> {
     let mut dns = Resolver::from_config()?;
-    let mut mxs = match dns.mx(host) {
-        Ok(mxs) if !mxs.is_empty() => mxs,
+    let (mut mxs, mx_ad) = match dns.mx_ad(host) {
+        Ok((mxs, ad)) if !mxs.is_empty() => (mxs, ad),
         Ok(_) | Err(DnsError::NoData) => {
             // Implicit MX (RFC 5321 5.1): the domain's own addresses.
-            let ips = addresses(&mut dns, cfg, host).map_err(|e| host_error(e, host))?;
+            let found = addresses(&mut dns, cfg, host).map_err(|e| host_error(e, host))?;
             let name = host.to_vec();
-            return Ok(ips
+            return Ok(found
+                .ips
                 .into_iter()
                 .map(|ip| Peer {
                     name: name.clone(),
@@ -153,6 +181,9 @@ fn mx_peers(cfg: &Config, host: &[u8]) -> Result<Vec<Peer>, Failure> {
                     port: 25,
                     pref: 0,
                     relay: false,
+                    mx_ad: true,
+                    addr_ad: found.ad,
+                    expanded: found.expanded.clone(),
                 })
                 .collect());
         }
@@ -172,10 +203,10 @@ fn mx_peers(cfg: &Config, host: &[u8]) -> Result<Vec<Peer>, Failure> {
     let mut peers = Vec::new();
     let mut soft = false;
     for mx in mxs {
-        let ips = match literal(&mx.host) {
-            Some(ip) => vec![ip],
+        let found = match literal(&mx.host) {
+            Some(ip) => literal_address(ip),
             None => match addresses(&mut dns, cfg, &mx.host) {
-                Ok(ips) => ips,
+                Ok(found) => found,
                 Err(DnsError::Temporary(_)) => {
                     soft = true;
                     continue;
@@ -183,13 +214,16 @@ fn mx_peers(cfg: &Config, host: &[u8]) -> Result<Vec<Peer>, Failure> {
                 Err(_) => continue,
             },
         };
-        for ip in ips {
+        for ip in found.ips {
             peers.push(Peer {
                 name: mx.host.clone(),
                 ip,
                 port: 25,
                 pref: u32::from(mx.pref),
                 relay: false,
+                mx_ad,
+                addr_ad: found.ad,
+                expanded: found.expanded.clone(),
             });
         }
     }
@@ -240,6 +274,9 @@ mod tests {
             port: 25,
             pref,
             relay: false,
+            mx_ad: false,
+            addr_ad: false,
+            expanded: None,
         }
     }
 

@@ -185,7 +185,14 @@ pub fn run(
 ) -> Outcome {
     let mut d = Dialogue::new(job, peer, tcp);
     match greet_and_negotiate(&mut d, policy, plain_because) {
-        Ok((caps, note)) => transaction(d, caps, note, policy),
+        Ok((caps, note)) => {
+            // The policy's own note (DANE not used and why, an override) goes with it.
+            let note = match note {
+                TlsNote::Plain(why) => TlsNote::Plain(format!("{why}{}", policy.note)),
+                tls => tls,
+            };
+            transaction(d, caps, note, policy)
+        }
         Err(Step::Next(f)) => {
             if matches!(f, Failure::Rejected { .. }) {
                 // The peer is still talking SMTP: say goodbye, as qmail does.
@@ -415,7 +422,7 @@ fn tls_line(note: &TlsNote<&crate::tls::Session>, policy: &Policy) -> String {
         _ if !listed => "not have used this host (it is not in the policy's mx list)".to_string(),
         TlsNote::Plain(why) => format!("have refused this host: no TLS ({why})"),
         TlsNote::Tls(s) => match &s.verified {
-            Verified::Yes(_) => "have accepted this host".to_string(),
+            Verified::Yes(_) | Verified::Dane(_) => "have accepted this host".to_string(),
             Verified::No(why) => format!("have refused this host: {why}"),
         },
     };

@@ -229,9 +229,10 @@ fn variant(f: &Failure) -> usize {
         Failure::TlsInjection { .. } => 22,
         Failure::Internal(_) => 23,
         Failure::StsNoMx { .. } => 24,
+        Failure::TlsaLookup { .. } => 25,
     }
 }
-const VARIANTS: usize = 25;
+const VARIANTS: usize = 26;
 
 fn stage_index(s: Stage) -> usize {
     match s {
@@ -337,6 +338,13 @@ fn examples() -> Vec<(Failure, Vec<(String, &'static str)>)> {
             none(),
         ),
         (Failure::TlsInjection { ip }, none()),
+        (
+            Failure::TlsaLookup {
+                owner: "owner".into(),
+                why: "why".into(),
+            },
+            none(),
+        ),
         (Failure::Internal("what"), none()),
         (
             Failure::StsNoMx {

@@ -3,6 +3,7 @@
 mod peer;
 mod util;
 
+mod dane;
 mod dns;
 mod docs;
 mod exim;

@@ -1,7 +1,9 @@
 # shellcheck shell=bash
-# DNS for the tests: nsd (authoritative for qremote.test, other.test, i7tls.test, i7.test and
-# sts.test) on 127.0.0.53, and unbound (the recursive resolver the program is pointed at) on
-# 127.0.0.54, which reaches nsd through stub zones and nothing else. Sourced after common.sh.
+# DNS for the tests: nsd (authoritative for qremote.test, other.test, i7tls.test, i7.test,
+# sts.test and the DNSSEC zones of dane.sh) on 127.0.0.53, and unbound (the validating
+# recursive resolver the program is pointed at) on 127.0.0.54, which reaches nsd through stub
+# zones and nothing else. Sourced after common.sh and gen-certs.sh.
+. "$(dirname "${BASH_SOURCE[0]}")/dane.sh"
 
 # The opening of every test zone: origin, TTL, SOA and NS (nsd on ns.qremote.test).
 _dns_zone_head() {
@@ -233,6 +235,7 @@ zone:
 	name: "sts.test"
 	zonefile: "$d/sts.test.zone"
 C
+	dane_nsd_conf "$d"
 }
 
 _dns_unbound_conf() {
@@ -243,10 +246,11 @@ server:
 	interface: $QREMOTE_DNS_ADDR
 	port: 53
 	interface-automatic: no
-	do-ip6: no
+	do-ip6: yes
 	access-control: 127.0.0.0/8 allow
 	do-not-query-localhost: no
-	module-config: "iterator"
+	# Validating: dane.test has a trust anchor; zones without one are insecure (AD=0).
+	module-config: "validator iterator"
 	chroot: ""
 	username: ""
 	directory: "$d"
@@ -263,6 +267,7 @@ server:
 	root-hints: "$d/root.hints"
 	# "test." is one of unbound's built-in empty zones; let the stubs below answer.
 	local-zone: "test." nodefault
+$(dane_unbound_server "$d")
 remote-control:
 	control-enable: no
 stub-zone:
@@ -284,6 +289,7 @@ stub-zone:
 stub-zone:
 	name: "servfail.test."
 	stub-addr: $QREMOTE_NSD_ADDR
+$(dane_unbound_stubs)
 C
 }
 
@@ -308,6 +314,8 @@ dns_up() {
 	_dns_nsd_conf "$d" >"$d.new/nsd.conf"
 	_dns_unbound_conf "$d" >"$d.new/unbound.conf"
 	_dns_root_hints >"$d.new/root.hints"
+	dane_zones "$d.new"
+	dane_local_route
 	local want have
 	want=$(fingerprint "$d.new"/*)
 	have=$(cat "$d/fingerprint" 2>/dev/null || true)
@@ -316,6 +324,7 @@ dns_up() {
 		say "nsd and unbound already running with this configuration"
 	else
 		dns_down
+		dane_sign "$d.new"
 		rm -rf "$d"
 		mv "$d.new" "$d"
 		quiet "nsd.conf invalid" nsd-checkconf "$d/nsd.conf"
@@ -324,9 +333,13 @@ dns_up() {
 		quiet "i7tls.test zone invalid" nsd-checkzone i7tls.test "$d/i7tls.test.zone"
 		quiet "i7.test zone invalid" nsd-checkzone i7.test "$d/i7.test.zone"
 		quiet "sts.test zone invalid" nsd-checkzone sts.test "$d/sts.test.zone"
+		local z
+		for z in $DANE_ZONES; do
+			quiet "$z zone invalid" nsd-checkzone "$z" "$d/$z.zone"
+		done
 		quiet "unbound.conf invalid" unbound-checkconf "$d/unbound.conf"
 		local a
-		for a in "$QREMOTE_NSD_ADDR" "$QREMOTE_DNS_ADDR"; do
+		for a in "$QREMOTE_NSD_ADDR" "$QREMOTE_DNS_ADDR" "$QREMOTE_DANE_BLACKHOLE"; do
 			if tcp_open "$a" 53; then die "$a:53 is already taken by another process"; fi
 		done
 		say "starting nsd on $QREMOTE_NSD_ADDR and unbound on $QREMOTE_DNS_ADDR"
@@ -338,11 +351,15 @@ dns_up() {
 		die "nsd on $QREMOTE_NSD_ADDR does not answer within 20 s (see $d/nsd.log)"
 	wait_until 20 _dns_answers "$QREMOTE_DNS_ADDR" ||
 		die "unbound on $QREMOTE_DNS_ADDR does not answer within 20 s (see $d/unbound.log)"
+	wait_until 20 dane_validates "$QREMOTE_DNS_ADDR" ||
+		die "unbound on $QREMOTE_DNS_ADDR does not validate dane.test (no AD flag; see $d/unbound.log)"
+	dane_blackhole_up "$d"
 	say "dns up: nsd $QREMOTE_NSD_ADDR, unbound $QREMOTE_DNS_ADDR"
 }
 
 dns_down() {
 	local d=$QREMOTE_PEERS_DIR/dns
+	dane_blackhole_down "$d"
 	if pid_alive "$d/unbound.pid"; then say "stopping unbound"; fi
 	stop_pidfile "$d/unbound.pid"
 	if pid_alive "$d/nsd.pid"; then say "stopping nsd"; fi

@@ -25,6 +25,7 @@
 #                                                               `req -x509` default), SAN set
 #   sts             ECDSA mx1.sts.test, a.mx.sts.test            by intermediate, chain sent (MTA-STS MX)
 #   policy          ECDSA mta-sts.<d>.sts.test for every MTA-STS test domain (nginx, chain sent)
+#   dane-ta         ECDSA mx-ta.dane.test                       by intermediate, chain sent (DANE-TA)
 #
 # Regenerated only when missing or when this file changes.
 
@@ -174,6 +175,8 @@ gen_certs() {
 	local d san=
 	for d in "${QREMOTE_STS_DOMAINS[@]}"; do san+="${san:+, }DNS:mta-sts.$d.sts.test"; done
 	_certs_leaf policy ec ca_int "$san" -days 3650
+	# DANE-TA: the TLSA record names the intermediate (scripts/lib/dane.sh).
+	_certs_leaf dane-ta ec ca_int "DNS:mx-ta.dane.test" -days 3650
 
 	_certs_key "$CERTS/selfsigned.key" ec
 	SAN="DNS:selfsigned.qremote.test" KU=digitalSignature \
@@ -201,7 +204,7 @@ gen_certs() {
 
 	# What each listener sends: key, leaf, and the chain unless the case is "no intermediate".
 	local name
-	for name in mx1 expired future wrongname wild selfsigned unknownca tls12 scripted v1 selfca sts policy; do
+	for name in mx1 expired future wrongname wild selfsigned unknownca tls12 scripted v1 selfca sts policy dane-ta; do
 		cat "$CERTS/$name.key" "$CERTS/$name-chain.pem" >"$CERTS/$name-postfix.pem"
 	done
 	cat "$CERTS/nointermediate.key" "$CERTS/nointermediate.pem" >"$CERTS/nointermediate-postfix.pem"

@@ -16,6 +16,8 @@ QREMOTE_PACKAGES=(
 	"binutils:/usr/bin/strip"
 	"nginx:/usr/sbin/nginx"
 	"curl:/usr/bin/curl"
+	"ldnsutils:/usr/bin/ldns-signzone"
+	"perl-base:/usr/bin/perl"
 )
 
 ensure_packages() {

@@ -60,6 +60,17 @@ pub struct Mx {
     pub host: Vec<u8>,
 }
 
+/// The addresses of a name, with what DANE needs to know about how they were found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Addresses {
+    pub ips: Vec<IpAddr>,
+    /// Whether every answer that gave addresses had AD=1.
+    pub ad: bool,
+    /// The name at the end of the CNAME chain (text, no trailing dot) when the name asked for
+    /// is an alias.
+    pub expanded: Option<Vec<u8>>,
+}
+
 /// One TLSA record (RFC 6698).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Tlsa {
@@ -179,14 +190,32 @@ impl Resolver {
         v4: bool,
         v6: bool,
     ) -> Result<(Vec<IpAddr>, bool), DnsError> {
+        self.ips_expanded(name, v4, v6).map(|a| (a.ips, a.ad))
+    }
+
+    /// As [`Resolver::ips_ad`], plus the name at the end of the CNAME chain that gave the
+    /// addresses when `name` is an alias (the first candidate TLSA base domain of RFC 7672
+    /// 2.2.3), as text without a trailing dot.
+    pub fn ips_expanded(&mut self, name: &[u8], v4: bool, v6: bool) -> Result<Addresses, DnsError> {
         let mut results = Vec::with_capacity(2);
-        if v4 {
-            results.push(self.lookup(name, TYPE_A));
+        let mut end = None;
+        for (wanted, qtype) in [(v4, TYPE_A), (v6, TYPE_AAAA)] {
+            if !wanted {
+                continue;
+            }
+            results.push(self.lookup_chain(name, qtype).map(|(records, ad, last)| {
+                if end.is_none() && !records.is_empty() {
+                    end = Some(last);
+                }
+                (records, ad)
+            }));
         }
-        if v6 {
-            results.push(self.lookup(name, TYPE_AAAA));
-        }
-        combine_ips(results)
+        let (ips, ad) = combine_ips(results)?;
+        let asked = Name::from_text(name);
+        let expanded = end
+            .filter(|last| asked.as_ref().is_none_or(|a| !a.eq_ci(last)))
+            .map(|last| last.to_text());
+        Ok(Addresses { ips, ad, expanded })
     }
 
     /// TLSA records at `name` (e.g. `_25._tcp.mx.example`), CNAME chain followed, with whether
@@ -229,10 +258,21 @@ impl Resolver {
     /// Records of `qtype` at `name`, following CNAMEs in the answers and re-asking for the end
     /// of a chain that came without the records.
     fn lookup(&mut self, name: &[u8], qtype: u16) -> Result<(Vec<RData>, bool), DnsError> {
+        self.lookup_chain(name, qtype).map(|(r, ad, _)| (r, ad))
+    }
+
+    /// As `lookup`, plus the last name of the CNAME chain (`name` itself if there was none).
+    fn lookup_chain(
+        &mut self,
+        name: &[u8],
+        qtype: u16,
+    ) -> Result<(Vec<RData>, bool, Name), DnsError> {
         let mut cnames = Vec::new();
         let result = self.chase_lookup(name, qtype, &mut cnames);
         trace::record(name, qtype, &cnames, &result);
-        result
+        let (records, ad) = result?;
+        let last = cnames.last().cloned().ok_or(DnsError::NxDomain)?;
+        Ok((records, ad, last))
     }
 
     fn chase_lookup(

@@ -1073,3 +1073,42 @@ fn txt_strings_are_joined_and_bounded() {
         .build();
     assert!(parse(&bad).is_err());
 }
+
+#[test]
+fn net_expanded_name_of_an_alias() {
+    let (addr, h) = udp_server(2, |q| {
+        let (_, question) = question_of(q);
+        assert_eq!(question.qtype, TYPE_A);
+        let r = Resp::to(q, 0, FLAG_AD);
+        match question.name.to_text().as_slice() {
+            b"alias.test" => vec![
+                r.an(&[0xC0, 12], TYPE_CNAME, &w("real.test"))
+                    .an(&w("real.test"), TYPE_A, &[192, 0, 2, 1])
+                    .build(),
+            ],
+            b"Real.TEST" => vec![r.an(&[0xC0, 12], TYPE_A, &[192, 0, 2, 1]).build()],
+            other => panic!("{other:?}"),
+        }
+    });
+    let ip = std::net::IpAddr::from([192, 0, 2, 1]);
+    let mut r = one(addr);
+    // The first candidate TLSA base domain of RFC 7672 2.2.3.
+    assert_eq!(
+        r.ips_expanded(b"alias.test", true, false),
+        Ok(Addresses {
+            ips: vec![ip],
+            ad: true,
+            expanded: Some(b"real.test".to_vec())
+        })
+    );
+    // Not an alias (the name compares without case): nothing expanded.
+    assert_eq!(
+        r.ips_expanded(b"Real.TEST", true, false),
+        Ok(Addresses {
+            ips: vec![ip],
+            ad: true,
+            expanded: None
+        })
+    );
+    h.join().unwrap();
+}

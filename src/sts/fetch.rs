@@ -83,6 +83,7 @@ fn get(
         source: "MTA-STS".into(),
         note: String::new(),
         sts: None,
+        refused: None,
     };
     let verifier = Arc::new(Recorder::new(provider.clone(), &policy, None)?);
     let mut config = ClientConfig::builder_with_provider(provider.clone())

@@ -6,10 +6,12 @@
 //! The policy is decided per peer before connecting ([`Tls::policy`]); DANE and MTA-STS plug
 //! in there as further sources of a level and of trust anchors.
 
+pub mod dane;
 pub mod policy;
 pub mod sig;
 pub mod verify;
 
+use std::cell::RefCell;
 use std::fmt;
 use std::io;
 use std::net::TcpStream;
@@ -26,6 +28,7 @@ use crate::control;
 use crate::failure::Failure;
 use crate::route::Peer;
 
+use dane::{DaneVerifier, Lookup};
 use policy::Table;
 pub use policy::{Anchors, Level, Policy, StsVerdict};
 use verify::{Recorder, describe};
@@ -36,6 +39,8 @@ use verify::{Recorder, describe};
 pub struct Tls {
     pub table: Table,
     sts: Option<crate::sts::Active>,
+    /// The TLSA lookups of this delivery (one per MX host, made when first needed).
+    dane: RefCell<Lookup>,
     provider: Arc<CryptoProvider>,
 }
 
@@ -44,6 +49,7 @@ impl Tls {
         Ok(Tls {
             table: Table::load()?,
             sts: None,
+            dane: RefCell::new(Lookup::load()?),
             provider: Arc::new(rustls::crypto::ring::default_provider()),
         })
     }
@@ -59,11 +65,21 @@ impl Tls {
     }
 
     /// The TLS policy for `peer`, reached for recipient domain `domain`: an override line
-    /// ([`Table::forced`]) alone, else [`Table::policy`] with the MTA-STS policy.
+    /// ([`Table::forced`]) alone, else [`Table::policy`] with the MTA-STS policy, joined with
+    /// DANE ([`policy::combine`]; this may make the one TLSA query for the host).
     pub fn policy(&self, peer: &Peer, domain: &[u8]) -> Policy {
-        self.table
-            .forced(peer, domain)
-            .unwrap_or_else(|| self.table.policy(peer, domain, self.sts.as_ref()))
+        if let Some(forced) = self.table.forced(peer, domain) {
+            return forced;
+        }
+        let others = self.table.policy(peer, domain, self.sts.as_ref());
+        let decision = match self.dane.try_borrow_mut() {
+            Ok(mut lookup) => lookup.decide(peer, domain),
+            Err(_) => dane::Decision::Failed {
+                owner: String::from_utf8_lossy(&peer.name).into_owned(),
+                why: "internal error: TLSA lookups in use twice".into(),
+            },
+        };
+        policy::combine(others, decision)
     }
 
     /// True if an override line decides for `peer` (published requirements do not count).
@@ -93,17 +109,24 @@ impl Tls {
         if let Some(why) = self.unverifiable(peer, policy) {
             return Err(why);
         }
-        let name = host_name(peer, "check");
-        let verifier = Arc::new(Recorder::new(
-            self.provider.clone(),
-            policy,
-            name.as_ref().err().cloned(),
-        )?);
+        // With DANE, the name checked and sent as SNI is the TLSA base domain (RFC 7672 8.1).
+        let (name, verifier) = match policy.dane() {
+            Some(d) => (
+                dns_name(d.base.as_bytes(), "check"),
+                Checker::Dane(Arc::new(DaneVerifier::new(self.provider.clone(), d))),
+            ),
+            None => {
+                let name = host_name(peer, "check");
+                let recorder =
+                    Recorder::new(self.provider.clone(), policy, name.as_ref().err().cloned())?;
+                (name, Checker::WebPki(Arc::new(recorder)))
+            }
+        };
         let builder = ClientConfig::builder_with_provider(self.provider.clone())
             .with_safe_default_protocol_versions()
             .map_err(|e| describe(&e))?
             .dangerous()
-            .with_custom_certificate_verifier(verifier.clone());
+            .with_custom_certificate_verifier(verifier.get());
         let mut note = String::new();
         let config = match client_cert() {
             Ok(Some((chain, key))) => match builder.clone().with_client_auth_cert(chain, key) {
@@ -143,9 +166,10 @@ impl Tls {
             return Err(format!("{why}{ciphers}"));
         }
         let checks = verifier.checks();
-        let verified = match verifier.outcome() {
-            Ok(by) => Verified::Yes(by),
-            Err(why) => Verified::No(why),
+        let verified = match (verifier.outcome(), &verifier) {
+            (Ok(by), Checker::Dane(_)) => Verified::Dane(by),
+            (Ok(by), Checker::WebPki(_)) => Verified::Yes(by),
+            (Err(why), _) => Verified::No(why),
         };
         let session = Session {
             version: match stream.conn.protocol_version() {
@@ -160,10 +184,10 @@ impl Tls {
                 .unwrap_or("an unnamed cipher")
                 .to_string(),
             verified,
-            name: if peer.name.is_empty() {
-                format!("[{}]", peer.ip)
-            } else {
-                String::from_utf8_lossy(&peer.name).into_owned()
+            name: match policy.dane() {
+                Some(d) => d.base.clone(),
+                None if peer.name.is_empty() => format!("[{}]", peer.ip),
+                None => String::from_utf8_lossy(&peer.name).into_owned(),
             },
             note: format!("{note}{}", policy.note),
             checks,
@@ -177,10 +201,15 @@ impl Tls {
 /// `[192.0.2.1]`) is no more a host name than an `[ip]` route, though rustls would take it as
 /// an IP-address server name. `verb` says what the missing name was needed for.
 fn host_name(peer: &Peer, verb: &str) -> Result<ServerName<'static>, String> {
-    if peer.name.is_empty() {
+    dns_name(&peer.name, verb)
+}
+
+/// [`host_name`] for a name of any origin (a peer's, or a TLSA base domain).
+fn dns_name(name: &[u8], verb: &str) -> Result<ServerName<'static>, String> {
+    if name.is_empty() {
         return Err(format!("an [ip] route has no host name to {verb}"));
     }
-    let text = std::str::from_utf8(&peer.name)
+    let text = std::str::from_utf8(name)
         .map_err(|_| "the host name is not a valid DNS name".to_string())?
         .trim_end_matches('.');
     let address = || format!("the host name {text} is an IP address, not a name to {verb}");
@@ -204,6 +233,44 @@ fn io_failure(e: &io::Error) -> String {
             "the server closed the connection during the handshake".into()
         }
         _ => "the connection died during the handshake".into(),
+    }
+}
+
+/// The verifier of one handshake: webpki with the policy's anchors, or DANE.
+enum Checker {
+    WebPki(Arc<Recorder>),
+    Dane(Arc<DaneVerifier>),
+}
+
+impl Checker {
+    fn get(&self) -> Arc<dyn rustls::client::danger::ServerCertVerifier> {
+        match self {
+            Checker::WebPki(v) => v.clone(),
+            Checker::Dane(v) => v.clone(),
+        }
+    }
+
+    fn outcome(&self) -> Result<String, String> {
+        match self {
+            Checker::WebPki(v) => v.outcome(),
+            Checker::Dane(v) => v.outcome(),
+        }
+    }
+
+    /// Why the verifier made the handshake fail, if it did.
+    fn refusal(&self) -> Option<String> {
+        match self {
+            Checker::WebPki(v) => v.refusal(),
+            Checker::Dane(v) => v.refusal(),
+        }
+    }
+
+    /// Each trust source and what it said (for `qremote-probe`).
+    fn checks(&self) -> Vec<(String, Result<String, String>)> {
+        match self {
+            Checker::WebPki(v) => v.checks(),
+            Checker::Dane(v) => vec![(v.source(), v.outcome())],
+        }
     }
 }
 
@@ -237,6 +304,8 @@ pub struct Session {
 pub enum Verified {
     /// Verified, by what.
     Yes(String),
+    /// Authenticated by DANE, how (e.g. `DANE-EE (3 1 1)`).
+    Dane(String),
     /// Not verified, why.
     No(String),
 }
@@ -246,6 +315,7 @@ impl fmt::Display for Session {
         write!(f, "TLS: {} with {}, ", self.version, self.cipher)?;
         match &self.verified {
             Verified::Yes(by) => write!(f, "verified as {} by {by}", self.name)?,
+            Verified::Dane(how) => write!(f, "verified by {how} for {}", self.name)?,
             Verified::No(why) => write!(f, "unverified: {why}")?,
         }
         write!(f, "{}.", self.note)
@@ -263,6 +333,9 @@ mod tests {
             port: 25,
             pref: 10,
             relay: false,
+            mx_ad: false,
+            addr_ad: false,
+            expanded: None,
         }
     }
 

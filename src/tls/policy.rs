@@ -1,7 +1,9 @@
 //! The per-destination TLS level: the levels (ordered like Postfix's), `control/tlspolicy`,
 //! and the qmail-tls files (`tlshosts/`, `notlshosts/`, `exhaustivelist`), combined into one
-//! [`Policy`] per peer. Every further source of a requirement (DANE, MTA-STS) joins here.
+//! [`Policy`] per peer. Every further source of a requirement (DANE, MTA-STS) joins here:
+//! [`combine`] is where DANE's decision meets the rest.
 
+use super::dane::{Dane, Decision};
 use crate::control;
 use crate::failure::Failure;
 use crate::route::Peer;
@@ -18,6 +20,10 @@ pub enum Level {
     Encrypt,
     /// TLS required, valid chain and host name.
     Verify,
+    /// TLS required, authenticated by the MX host's DNSSEC-signed TLSA records (RFC 7672).
+    /// Only DNS sets it, never `control/tlspolicy`. It ranks above `verify` so that, by the
+    /// strongest-wins rule, DANE takes precedence where it applies (RFC 8461 §2).
+    Dane,
 }
 
 impl Level {
@@ -41,6 +47,7 @@ impl Level {
             Level::May => "may",
             Level::Encrypt => "encrypt",
             Level::Verify => "verify",
+            Level::Dane => "dane",
         }
     }
 }
@@ -52,6 +59,8 @@ pub enum Anchors {
     Public,
     /// Only the CA certificates in this file (`control/tlshosts/<host>.pem`).
     File(String),
+    /// Only the MX host's usable TLSA records (level `Dane`).
+    Dane(Dane),
 }
 
 /// The decision for one peer.
@@ -67,6 +76,67 @@ pub struct Policy {
     pub note: String,
     /// What the recipient domain's MTA-STS policy says about this peer, if it has one.
     pub sts: Option<StsVerdict>,
+    /// Set when this peer must not be used at all: its TLSA lookup failed (SERVFAIL, bogus,
+    /// timeout), so DANE may apply and cannot be checked (RFC 7672 2.1.1).
+    pub refused: Option<Failure>,
+}
+
+impl Policy {
+    /// The DANE requirement this policy carries, if DANE decided it.
+    pub fn dane(&self) -> Option<&Dane> {
+        match &self.anchors {
+            Anchors::Dane(d) => Some(d),
+            _ => None,
+        }
+    }
+}
+
+/// Joins the DANE decision to the policy of the other sources (`others`, from
+/// [`Table::policy`] with MTA-STS) by the strongest-wins rule: usable TLSA records give level
+/// `Dane` with the records as the only anchors (so DANE wins over MTA-STS, RFC 8461 §2, and
+/// over `verify`); records that are all unusable give at least `Encrypt`; a failed lookup
+/// refuses the peer. Override lines never get here ([`Table::forced`] is asked first).
+pub fn combine(others: Policy, dane: Decision) -> Policy {
+    match dane {
+        Decision::None(note) => Policy {
+            note: format!(
+                "{}{}",
+                others.note,
+                note.map(|n| format!("; {n}")).unwrap_or_default()
+            ),
+            ..others
+        },
+        Decision::Usable(d) => Policy {
+            level: Level::Dane,
+            source: format!("DANE: TLSA records at {}", d.owner),
+            anchors: Anchors::Dane(d),
+            note: others.note,
+            // DANE applies to this MX: MTA-STS has nothing more to say about it.
+            sts: None,
+            refused: None,
+        },
+        Decision::Unusable { owner, count } => {
+            let what = format!("{count} TLSA records at {owner}, none usable");
+            if others.level < Level::Encrypt {
+                Policy {
+                    level: Level::Encrypt,
+                    anchors: Anchors::Public,
+                    source: format!("DANE: {what}"),
+                    note: format!("{}; TLS required by DANE: {what}", others.note),
+                    ..others
+                }
+            } else {
+                Policy {
+                    note: format!("{}; DANE: {what}", others.note),
+                    ..others
+                }
+            }
+        }
+        Decision::Failed { owner, why } => Policy {
+            refused: Some(Failure::TlsaLookup { owner, why }),
+            ..others
+        },
+    }
 }
 
 /// The recipient domain's MTA-STS policy (RFC 8461 §4), applied to one peer. A value of its
@@ -170,6 +240,7 @@ impl Table {
                 source: format!("control/tlspolicy ({what}, override)"),
                 note: OVERRIDE_NOTE.into(),
                 sts: None,
+                refused: None,
             })
     }
 
@@ -205,6 +276,7 @@ impl Table {
             source: format!("MTA-STS policy of {}", String::from_utf8_lossy(domain)),
             note: String::new(),
             sts: None,
+            refused: None,
         });
         let mut p = self.decide(peer, domain, enforce);
         p.sts = verdict;
@@ -228,6 +300,7 @@ impl Table {
                 source: format!("control/{pem}"),
                 note: String::new(),
                 sts: None,
+                refused: None,
             });
         }
         for (k, what) in [(&domain.to_vec(), "domain"), (&key, "host")] {
@@ -238,6 +311,7 @@ impl Table {
                     source: format!("control/tlspolicy ({what})"),
                     note: String::new(),
                     sts: None,
+                    refused: None,
                 });
             }
         }
@@ -255,6 +329,7 @@ impl Table {
                 source: format!("control/{no}"),
                 note: String::new(),
                 sts: None,
+                refused: None,
             };
         }
         if control::exists("tlshosts/exhaustivelist") {
@@ -264,6 +339,7 @@ impl Table {
                 source: "control/tlshosts/exhaustivelist".into(),
                 note: String::new(),
                 sts: None,
+                refused: None,
             };
         }
         match self.get(b"") {
@@ -273,6 +349,7 @@ impl Table {
                 source: "control/tlspolicy (default)".into(),
                 note: String::new(),
                 sts: None,
+                refused: None,
             },
             None => Policy {
                 level: Level::May,
@@ -280,6 +357,7 @@ impl Table {
                 source: "default".into(),
                 note: String::new(),
                 sts: None,
+                refused: None,
             },
         }
     }
@@ -301,6 +379,9 @@ mod tests {
             port: 25,
             pref: 10,
             relay: false,
+            mx_ad: true,
+            addr_ad: true,
+            expanded: None,
         }
     }
 
@@ -345,5 +426,77 @@ mod tests {
         let t = table(":may!\n");
         let p = t.forced(&peer("mx.other"), b"other").unwrap();
         assert_eq!(p.source, "control/tlspolicy (default, override)");
+    }
+
+    fn admin(level: Level) -> Policy {
+        Policy {
+            level,
+            anchors: Anchors::Public,
+            source: "admin".into(),
+            note: String::new(),
+            sts: Some(StsVerdict::Enforce),
+            refused: None,
+        }
+    }
+
+    fn usable() -> Decision {
+        Decision::Usable(Dane {
+            base: "mx.example".into(),
+            owner: "_25._tcp.mx.example".into(),
+            records: vec![crate::dns::Tlsa {
+                usage: 3,
+                selector: 1,
+                matching: 1,
+                data: vec![0; 32],
+            }],
+            names: vec!["mx.example".into()],
+        })
+    }
+
+    #[test]
+    fn usable_tlsa_wins_over_every_admin_level_and_mta_sts() {
+        for level in [Level::None, Level::May, Level::Encrypt, Level::Verify] {
+            let p = combine(admin(level), usable());
+            assert_eq!(p.level, Level::Dane);
+            assert!(p.dane().is_some());
+            assert_eq!(p.sts, None);
+        }
+    }
+
+    #[test]
+    fn unusable_tlsa_means_at_least_encrypt() {
+        let unusable = || Decision::Unusable {
+            owner: "_25._tcp.mx.example".into(),
+            count: 2,
+        };
+        let p = combine(admin(Level::May), unusable());
+        assert_eq!((p.level, p.anchors), (Level::Encrypt, Anchors::Public));
+        assert!(p.note.contains("none usable"), "{}", p.note);
+        let p = combine(admin(Level::Verify), unusable());
+        assert_eq!((p.level, p.source.as_str()), (Level::Verify, "admin"));
+    }
+
+    #[test]
+    fn no_dane_keeps_the_policy_with_its_note_and_a_failed_lookup_refuses() {
+        let p = combine(admin(Level::May), Decision::None(Some("why".into())));
+        assert_eq!((p.level, p.note.as_str()), (Level::May, "; why"));
+        let failed = Decision::Failed {
+            owner: "o".into(),
+            why: "w".into(),
+        };
+        let p = combine(admin(Level::May), failed);
+        assert_eq!(
+            p.refused,
+            Some(Failure::TlsaLookup {
+                owner: "o".into(),
+                why: "w".into()
+            })
+        );
+    }
+
+    #[test]
+    fn dane_is_the_strongest_level_and_not_a_tlspolicy_word() {
+        assert!(Level::Dane > Level::Verify);
+        assert_eq!(Level::parse(b"dane"), None);
     }
 }

@@ -68,21 +68,98 @@ fn unreadable(path: &str, e: &rustls::pki_types::pem::Error) -> String {
     format!("cannot read {path} ({why})")
 }
 
+/// What the certificate check of one handshake found: `Ok(by what)` or `Err(why)`, kept for
+/// the report (a verifier is called inside rustls and can only say yes or no there).
+#[derive(Debug, Default)]
+pub struct Checked(Mutex<Option<Result<String, String>>>);
+
+impl Checked {
+    pub fn set(&self, outcome: Result<String, String>) {
+        if let Ok(mut r) = self.0.lock() {
+            *r = Some(outcome);
+        }
+    }
+
+    /// What was found, if a certificate was checked.
+    pub fn found(&self) -> Option<Result<String, String>> {
+        self.0.lock().ok().and_then(|r| r.clone())
+    }
+
+    pub fn get(&self) -> Result<String, String> {
+        self.found()
+            .unwrap_or_else(|| Err("no certificate was checked".into()))
+    }
+}
+
+/// The proof of possession of one handshake: signatures checked against the presented leaf's
+/// key ([`super::sig`]), remembering whether one did not verify (a forgery).
+#[derive(Debug)]
+pub struct Possession {
+    algs: WebPkiSupportedAlgorithms,
+    forged: AtomicBool,
+}
+
+impl Possession {
+    pub fn new(provider: &CryptoProvider) -> Possession {
+        Possession {
+            algs: provider.signature_verification_algorithms,
+            forged: AtomicBool::new(false),
+        }
+    }
+
+    /// True when a handshake signature did not verify against the presented leaf.
+    pub fn forged(&self) -> bool {
+        self.forged.load(Ordering::Relaxed)
+    }
+
+    fn seen(
+        &self,
+        checked: Result<HandshakeSignatureValid, rustls::Error>,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        // Only a signature that does not verify is a forgery; an unreadable certificate or an
+        // unadvertised scheme keeps its own description.
+        if let Err(rustls::Error::InvalidCertificate(CertificateError::BadSignature)) = checked {
+            self.forged.store(true, Ordering::Relaxed);
+        }
+        checked
+    }
+
+    pub fn tls12(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.seen(sig::verify_tls12(m, c, d, &self.algs))
+    }
+
+    pub fn tls13(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.seen(sig::verify_tls13(m, c, d, &self.algs))
+    }
+
+    pub fn schemes(&self) -> Vec<SignatureScheme> {
+        self.algs.supported_schemes()
+    }
+}
+
 /// Verifies with each trust source in turn and records the result; refuses the handshake only
 /// when the level requires verification. Handshake signatures are always checked, against the
 /// presented leaf's key whatever its form ([`super::sig`]).
 #[derive(Debug)]
 pub struct Recorder {
     sources: Vec<Source>,
-    algs: WebPkiSupportedAlgorithms,
+    possession: Possession,
     enforce: bool,
     /// Why the peer cannot be verified whatever it presents (no host name), if so.
     no_name: Option<String>,
-    result: Mutex<Option<Result<String, String>>>,
+    result: Checked,
     /// Each trust source tried, with its result (for `qremote-probe`).
     checks: Mutex<Vec<(String, Result<String, String>)>>,
-    /// Set when the handshake signature did not verify against the presented leaf.
-    forged: AtomicBool,
 }
 
 /// Why the handshake failed when the peer's signature was not made with its certificate's key.
@@ -102,6 +179,8 @@ impl Recorder {
                 let (store, certs) = roots_from_file(path)?;
                 files.push((path.clone(), store, certs, true));
             }
+            // DANE has its own verifier (`dane::DaneVerifier`), never this one.
+            Anchors::Dane(_) => return Err("DANE records need the DANE verifier".into()),
             Anchors::Public => {
                 files.push((
                     "webpki roots".into(),
@@ -139,12 +218,11 @@ impl Recorder {
             });
         }
         Ok(Recorder {
+            possession: Possession::new(&provider),
             sources,
-            algs: provider.signature_verification_algorithms,
             enforce: policy.level == Level::Verify,
             no_name,
-            result: Mutex::new(None),
-            forged: AtomicBool::new(false),
+            result: Checked::default(),
             checks: Mutex::new(Vec::new()),
         })
     }
@@ -152,25 +230,13 @@ impl Recorder {
     /// Why the verifier made the handshake fail, if it did: a forged handshake signature, or
     /// (when verification is enforced) the certificate.
     pub fn refusal(&self) -> Option<String> {
-        if self.forged.load(Ordering::Relaxed) {
+        if self.possession.forged() {
             return Some(FORGED.into());
         }
-        match self.result.lock().ok().and_then(|r| r.clone()) {
+        match self.result.found() {
             Some(Err(why)) if self.enforce => Some(why),
             _ => None,
         }
-    }
-
-    fn signature(
-        &self,
-        checked: Result<HandshakeSignatureValid, rustls::Error>,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        // Only a signature that does not verify is a forgery; an unreadable certificate or an
-        // unadvertised scheme keeps its own description.
-        if let Err(rustls::Error::InvalidCertificate(CertificateError::BadSignature)) = checked {
-            self.forged.store(true, Ordering::Relaxed);
-        }
-        checked
     }
 
     /// Each trust source tried on the last certificate, in order: what verified it, or why not.
@@ -179,11 +245,7 @@ impl Recorder {
     }
 
     pub fn outcome(&self) -> Result<String, String> {
-        self.result
-            .lock()
-            .ok()
-            .and_then(|r| r.clone())
-            .unwrap_or_else(|| Err("no certificate was checked".into()))
+        self.result.get()
     }
 
     /// A pin match in one source: `Some(Ok)` verified, `Some(Err)` pinned but for another name,
@@ -221,9 +283,7 @@ impl ServerCertVerifier for Recorder {
             // No host name (an [ip] route, an MX written as an address): nothing the peer
             // presents can be verified. `verify` refuses such peers before connecting; this
             // keeps the refusal should a caller get here anyway.
-            if let Ok(mut r) = self.result.lock() {
-                *r = Some(Err(why.clone()));
-            }
+            self.result.set(Err(why.clone()));
             return if self.enforce {
                 Err(rustls::Error::General(why.clone()))
             } else {
@@ -269,9 +329,7 @@ impl ServerCertVerifier for Recorder {
                 }
             }
         }
-        if let Ok(mut r) = self.result.lock() {
-            *r = Some(outcome);
-        }
+        self.result.set(outcome);
         if let Ok(mut c) = self.checks.lock() {
             *c = checks;
         }
@@ -287,7 +345,7 @@ impl ServerCertVerifier for Recorder {
         c: &CertificateDer<'_>,
         d: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.signature(sig::verify_tls12(m, c, d, &self.algs))
+        self.possession.tls12(m, c, d)
     }
 
     fn verify_tls13_signature(
@@ -296,16 +354,16 @@ impl ServerCertVerifier for Recorder {
         c: &CertificateDer<'_>,
         d: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.signature(sig::verify_tls13(m, c, d, &self.algs))
+        self.possession.tls13(m, c, d)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algs.supported_schemes()
+        self.possession.schemes()
     }
 }
 
 /// A verification failure for `name` in words an admin understands.
-fn describe_cert(e: &rustls::Error, name: &ServerName<'_>) -> String {
+pub(super) fn describe_cert(e: &rustls::Error, name: &ServerName<'_>) -> String {
     match (e, name) {
         (rustls::Error::InvalidCertificate(c), ServerName::DnsName(d)) => {
             cert_problem(c, d.as_ref())

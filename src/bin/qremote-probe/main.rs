@@ -405,6 +405,7 @@ fn anchors_text(a: &Anchors) -> String {
             }
         }
         Anchors::File(path) => format!("only {path}"),
+        Anchors::Dane(d) => format!("only the TLSA records at {}", d.owner),
     }
 }
 
@@ -942,6 +943,7 @@ fn show_attempt(a: &Attempt) {
         if let Some(s) = &p.session {
             match &s.verified {
                 Verified::Yes(by) => println!("  verification: verified as {} by {by}", s.name),
+                Verified::Dane(how) => println!("  verification: verified by {how} for {}", s.name),
                 Verified::No(why) => println!("  verification: failed: {why}"),
             }
             for (source, result) in &s.checks {
@@ -1039,7 +1041,7 @@ fn attempt_json(a: &Attempt) -> Json {
     let p = a.probe.as_ref();
     let tls = p.and_then(|p| p.session.as_ref()).map_or(Json::Null, |s| {
         let (ok, detail) = match &s.verified {
-            Verified::Yes(by) => (true, by.clone()),
+            Verified::Yes(by) | Verified::Dane(by) => (true, by.clone()),
             Verified::No(why) => (false, why.clone()),
         };
         Json::Obj(vec![
