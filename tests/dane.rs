@@ -97,6 +97,19 @@ fn dane_ee_ignores_expiry_and_name() {
 
 #[test]
 #[ignore = "needs real peers: scripts/test"]
+fn dane_ee_on_an_x509_version_1_certificate() {
+    // webpki cannot parse it; DANE-EE needs only its public key and the handshake signature.
+    delivers(
+        "v1.dane.test",
+        &[
+            "127.0.7.1 accepted message.",
+            "verified by DANE-EE (3 1 1) for mx-v1.dane.test.",
+        ],
+    );
+}
+
+#[test]
+#[ignore = "needs real peers: scripts/test"]
 fn dane_ta_match_with_the_ca_in_the_chain() {
     // No control/tlsca: the test CA is trusted only because the TLSA record names it.
     delivers(

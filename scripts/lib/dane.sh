@@ -13,6 +13,7 @@
 #   127.0.8.25 selfsigned cert   127.0.8.26 expired cert (expired.qremote.test)
 #   127.0.8.27 dane-ta cert (mx-ta.dane.test, by the test intermediate)   127.0.8.21 no STARTTLS
 #   127.0.8.64 a scripted rustls peer of tests/dane.rs, with the "scripted" certificate
+#   127.0.7.1  the X.509 version 1 certificate of the TLS tests (v1.i7tls.test)
 # unbound also answers on [fd77::8:54], an address that is local but not loopback, so
 # qmail-remote must not trust its AD bit.
 
@@ -30,7 +31,8 @@ _dane_hash() {
 }
 
 _dane_zone_parent() {
-	local keys=$1 ee ee512 exp ta ca sni
+	local keys=$1 ee ee512 exp ta ca sni v1
+	v1=$(_dane_hash "$CERTS/v1.pem" 1 sha256)
 	ee=$(_dane_hash "$CERTS/selfsigned.pem" 1 sha256)
 	sni=$(_dane_hash "$CERTS/scripted.pem" 1 sha256)
 	ee512=$(_dane_hash "$CERTS/selfsigned.pem" 0 sha512)
@@ -75,6 +77,8 @@ mx-timeout      A     127.0.8.25
 _tcp.mx-timeout NS    ns-blackhole.dane.test.
 ns-blackhole    A     $QREMOTE_DANE_BLACKHOLE
 mx-notlsa       A     127.0.8.25
+mx-v1           A     127.0.7.1
+_25._tcp.mx-v1  TLSA  3 1 1 $v1
 mx-alias        CNAME mx-ee.dane.test.
 mx-sni          A     127.0.8.64
 _25._tcp.mx-sni TLSA  3 1 1 $sni
@@ -96,6 +100,7 @@ tlsaexpired     MX    10 mx-tlsaexpired
 timeout         MX    10 mx-timeout
 notlsa          MX    10 mx-notlsa
 alias           MX    10 mx-alias
+v1              MX    10 mx-v1
 sni             MX    10 mx-sni-alias
 nextmx          MX    10 mx-tlsabad
 nextmx          MX    20 mx-ee
