@@ -10,7 +10,7 @@
 #   _tcp.mx-timeout.dane.test  delegated to a server that never answers (dns-blackhole)
 #
 # Hosts point at the Postfix listeners of postfix.sh in 127.0.8.0/24:
-#   127.0.8.25 selfsigned cert   127.0.8.26 expired cert (expired.qremote.test)
+#   127.0.8.25 and .24 selfsigned cert   127.0.8.26 expired cert (expired.qremote.test)
 #   127.0.8.27 dane-ta cert (mx-ta.dane.test, by the test intermediate)   127.0.8.21 no STARTTLS
 #   127.0.8.64 a scripted rustls peer of tests/dane.rs, with the "scripted" certificate
 #   127.0.7.1  the X.509 version 1 certificate of the TLS tests (v1.i7tls.test)
@@ -77,6 +77,9 @@ mx-timeout      A     127.0.8.25
 _tcp.mx-timeout NS    ns-blackhole.dane.test.
 ns-blackhole    A     $QREMOTE_DANE_BLACKHOLE
 mx-notlsa       A     127.0.8.25
+; A second address (main drops repeated addresses from the MX list) for the next-MX cases.
+mx-backup       A     127.0.8.24
+_25._tcp.mx-backup TLSA 3 1 1 $ee
 mx-v1           A     127.0.7.1
 _25._tcp.mx-v1  TLSA  3 1 1 $v1
 mx-alias        CNAME mx-ee.dane.test.
@@ -103,9 +106,9 @@ alias           MX    10 mx-alias
 v1              MX    10 mx-v1
 sni             MX    10 mx-sni-alias
 nextmx          MX    10 mx-tlsabad
-nextmx          MX    20 mx-ee
+nextmx          MX    20 mx-backup
 nomatch-next    MX    10 mx-eebad
-nomatch-next    MX    20 mx-ee
+nomatch-next    MX    20 mx-backup
 
 ; Child zones.
 insecure        NS    ns.dane.test.

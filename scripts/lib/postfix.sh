@@ -24,6 +24,7 @@ QREMOTE_SMTP_LISTENERS=(
 	"127.0.18.20 sts"
 	# DANE (scripts/lib/dane.sh): what the TLSA records of dane.test point at.
 	"127.0.8.21 notls -o smtpd_tls_security_level=none"
+	"127.0.8.24 selfsigned"
 	"127.0.8.25 selfsigned"
 	"127.0.8.26 expired"
 	"127.0.8.27 dane-ta"
