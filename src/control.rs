@@ -9,6 +9,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::authsenders::AuthSenders;
 use crate::failure::Failure;
 use crate::smtproutes::Routes;
 
@@ -17,7 +18,16 @@ use crate::smtproutes::Routes;
 pub const CONTROLS: &[(&str, &str, &str)] = &[
     ("me", "none", "this host's name; default for helohost"),
     ("helohost", "me", "name sent with EHLO/HELO"),
-    ("smtproutes", "none", "artificial routes: domain:relay:port"),
+    (
+        "smtproutes",
+        "none",
+        "artificial routes: domain:relay:port[|user|password]",
+    ),
+    (
+        "authsenders",
+        "none",
+        "routes by sender: sender:relay:port[|user|password]",
+    ),
     (
         "timeoutconnect",
         "60",
@@ -123,6 +133,7 @@ impl AddrPref {
 pub struct Config {
     pub helohost: Vec<u8>,
     pub routes: Routes,
+    pub authsenders: AuthSenders,
     pub timeout_connect: Duration,
     pub timeout_remote: Duration,
     pub outgoing: Vec<IpAddr>,
@@ -158,6 +169,12 @@ pub fn read_file(name: &str) -> Result<Option<Vec<u8>>, Failure> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(_) => Err(Failure::ControlUnreadable),
     }
+}
+
+/// [`read_file`] for the files that may hold passwords: an unreadable one is named in the
+/// report, because the usual cause is the owner or mode chosen to keep the secrets in.
+fn read_secret_file(name: &'static str) -> Result<Option<Vec<u8>>, Failure> {
+    read_file(name).map_err(|_| Failure::SecretsUnreadable { file: name })
 }
 
 /// True if `control/<name>` exists (qmail-tls flag files).
@@ -315,13 +332,18 @@ impl Config {
                 "white space or control characters in the name",
             ));
         }
-        let routes = match read_file("smtproutes")? {
+        let routes = match read_secret_file("smtproutes")? {
             Some(data) => Routes::parse(&data)?,
             None => Routes::default(),
+        };
+        let authsenders = match read_secret_file("authsenders")? {
+            Some(data) => AuthSenders::parse(&data)?,
+            None => AuthSenders::default(),
         };
         Ok(Config {
             helohost,
             routes,
+            authsenders,
             timeout_connect: read_seconds("timeoutconnect", 60)?,
             timeout_remote: read_seconds("timeoutremote", 1200)?,
             outgoing: read_outgoing()?,

@@ -10,6 +10,9 @@ pub struct Caps {
     pub eight_bit_mime: bool,
     pub smtputf8: bool,
     pub starttls: bool,
+    /// The mechanisms of the `AUTH` keyword (also the old `AUTH=` form), upper case;
+    /// `None` when AUTH is not offered.
+    pub auth: Option<Vec<Vec<u8>>>,
 }
 
 impl Caps {
@@ -28,6 +31,10 @@ impl Caps {
                 b"8BITMIME" => caps.eight_bit_mime = true,
                 b"SMTPUTF8" => caps.smtputf8 = true,
                 b"STARTTLS" => caps.starttls = true,
+                b"AUTH" => caps
+                    .auth
+                    .get_or_insert_with(Vec::new)
+                    .extend(words.map(|w| w.to_ascii_uppercase())),
                 b"SIZE" => {
                     let limit = words
                         .next()
@@ -58,9 +65,21 @@ mod tests {
                 size: Some(1000),
                 eight_bit_mime: true,
                 smtputf8: true,
-                starttls: true
+                starttls: true,
+                auth: None,
             }
         );
+    }
+
+    #[test]
+    fn auth_mechanisms_from_both_forms() {
+        let r = Reply::parse_for_test(
+            b"250-mx\r\n250-AUTH login Plain\r\n250-AUTH=CRAM-MD5\r\n250 OK\r\n",
+        );
+        let want: Vec<Vec<u8>> = vec![b"LOGIN".to_vec(), b"PLAIN".to_vec(), b"CRAM-MD5".to_vec()];
+        assert_eq!(Caps::parse(&r).auth, Some(want));
+        let r = Reply::parse_for_test(b"250-mx\r\n250 AUTH\r\n");
+        assert_eq!(Caps::parse(&r).auth, Some(Vec::new()));
     }
 
     #[test]

@@ -13,6 +13,8 @@ pub enum Stage {
     Greeting,
     Helo,
     StartTls,
+    /// The SMTP AUTH exchange.
+    Auth,
     Mail,
     Data,
     /// The reply to the final dot.
@@ -27,6 +29,10 @@ pub enum Failure {
     HomeDir,
     /// A control file exists but cannot be read.
     ControlUnreadable,
+    /// `control/smtproutes` or `control/authsenders` (they may hold passwords) is unreadable.
+    SecretsUnreadable {
+        file: &'static str,
+    },
     /// Neither `me` nor `helohost`.
     ControlMissing,
     /// `control/NAME line N: what`.
@@ -107,6 +113,27 @@ pub enum Failure {
         owner: String,
         why: String,
     },
+    /// Credentials are configured for this relay, but it offers no way to use them here.
+    /// Never D: the admin asked for AUTH, so the mail waits rather than go out without it.
+    AuthUnavailable {
+        ip: IpAddr,
+        user: String,
+        why: String,
+    },
+    /// The relay refused the credentials (535, 534, 538, 454, ...). Never D: a wrong password
+    /// is a configuration fault, and the mail must wait for the admin, not bounce.
+    AuthRejected {
+        ip: IpAddr,
+        mechanism: &'static str,
+        user: String,
+        reply: Reply,
+    },
+    /// The relay's reply made no sense inside the AUTH exchange.
+    AuthAborted {
+        ip: IpAddr,
+        mechanism: &'static str,
+        why: &'static str,
+    },
     /// A bug. Never D.
     Internal(&'static str),
 }
@@ -137,6 +164,12 @@ impl Failure {
             Usage => perm(Esc(3, 5), "I (qmail-remote) was invoked improperly."),
             HomeDir => temp(Esc(3, 0), "Unable to switch to home directory."),
             ControlUnreadable | ControlMissing => temp(Esc(3, 0), "Unable to read control files."),
+            SecretsUnreadable { file } => temp(
+                Esc(3, 0),
+                &format!(
+                    "Unable to read control files: control/{file} cannot be read (it may hold passwords: make it owned by qmailr, mode 0400)."
+                ),
+            ),
             ControlSyntax { file, line, what } => temp(
                 Esc(3, 5),
                 &format!("Syntax error in control/{file} line {line}: {what}."),
@@ -235,6 +268,29 @@ impl Failure {
                     "TLSA lookup for {owner} failed ({why}); DANE may apply there, so that MX was not used."
                 ),
             ),
+            AuthUnavailable { ip, user, why } => temp(
+                Esc(7, 0),
+                &format!(
+                    "Connected to {ip} but cannot log in as {user}: {why}. Not sending without the SMTP AUTH the control files ask for."
+                ),
+            ),
+            AuthRejected {
+                ip,
+                mechanism,
+                user,
+                reply,
+            } => {
+                let mut text = format!(
+                    "Connected to {ip} but authentication as {user} (AUTH {mechanism}) was rejected.\n"
+                )
+                .into_bytes();
+                reply.append_said(&mut text);
+                Report::raw(Letter::Z, text)
+            }
+            AuthAborted { ip, mechanism, why } => temp(
+                Esc(7, 0),
+                &format!("Connected to {ip} but AUTH {mechanism} failed: {why}."),
+            ),
             Internal(what) => temp(Esc(3, 0), &format!("qmail-remote internal error: {what}.")),
         }
     }
@@ -245,6 +301,7 @@ fn stage_name(stage: Stage) -> &'static str {
         Stage::Greeting => "to the greeting",
         Stage::Helo => "to EHLO/HELO",
         Stage::StartTls => "to STARTTLS",
+        Stage::Auth => "to AUTH",
         Stage::Mail => "to MAIL/RCPT",
         Stage::Data => "to DATA",
         Stage::AfterDot => "after the message",
@@ -261,6 +318,10 @@ fn rejected(ip: IpAddr, stage: Stage, reply: &Reply) -> Report {
         ),
         Stage::StartTls => (
             format!("Connected to {ip} but STARTTLS was rejected."),
+            false,
+        ),
+        Stage::Auth => (
+            format!("Connected to {ip} but authentication was rejected."),
             false,
         ),
         Stage::Mail => (format!("Connected to {ip} but sender was rejected."), true),
@@ -290,6 +351,9 @@ mod tests {
             Failure::HomeDir,
             Failure::ControlUnreadable,
             Failure::ControlMissing,
+            Failure::SecretsUnreadable {
+                file: "authsenders",
+            },
             Failure::ControlSyntax {
                 file: "smtproutes",
                 line: 3,
@@ -351,6 +415,22 @@ mod tests {
             Failure::TlsaLookup {
                 owner: "_25._tcp.mx.example".into(),
                 why: "SERVFAIL from 127.0.0.1".into(),
+            },
+            Failure::AuthUnavailable {
+                ip,
+                user: "u".into(),
+                why: "it does not offer SMTP AUTH".into(),
+            },
+            Failure::AuthRejected {
+                ip,
+                mechanism: "PLAIN",
+                user: "u".into(),
+                reply: Reply::parse_for_test(b"535 5.7.8 bad\r\n"),
+            },
+            Failure::AuthAborted {
+                ip,
+                mechanism: "LOGIN",
+                why: "x",
             },
             Failure::Internal("x"),
         ]

@@ -2,9 +2,9 @@
 //!
 //! The data path, in the order the modules run: [`args`] (argv bytes to an envelope),
 //! [`control`] (qmail home and control files), [`message`] (fd 0, scanned once), [`route`]
-//! (smtproutes, [`dns`], ipme), [`connect`] (with [`tcpto`]), [`session`] (SMTP over [`conn`],
-//! replies from [`reply`], keywords from [`ehlo`], STARTTLS from [`tls`], the body from
-//! [`encode`]), and finally [`report`], which writes what qmail-rspawn reads. Every failure is
+//! ([`authsenders`], smtproutes, [`dns`], ipme), [`connect`] (with [`tcpto`]), [`session`]
+//! (SMTP over [`conn`], replies from [`reply`], keywords from [`ehlo`], STARTTLS from [`tls`],
+//! SMTP AUTH from [`auth`], the body from [`encode`]), and finally [`report`], which writes what qmail-rspawn reads. Every failure is
 //! a [`failure::Failure`] with exactly one report.
 //!
 //! `qremote-probe` (src/bin) asks the same modules instead of delivering: [`session::probe`]
@@ -12,6 +12,9 @@
 #![forbid(unsafe_code)]
 
 pub mod args;
+pub mod auth;
+pub mod authsenders;
+pub mod base64;
 pub mod conn;
 pub mod connect;
 pub mod control;
@@ -110,7 +113,13 @@ pub fn plan(job: &Job, peer: &route::Peer, level: Option<tls::Level>) -> Plan {
     // Nothing this peer could say would make it verifiable: refuse without a connection, and
     // try the next one.
     match job.tls.unverifiable(peer, &policy) {
-        Some(why) => Plan::Refuse(Failure::TlsFailed { ip: peer.ip, why }),
+        Some(mut why) => {
+            if job.auth.is_some() {
+                // Say why: the level may come from the credentials, not from tlspolicy.
+                why = format!("{why} (level verify from {})", policy.source);
+            }
+            Plan::Refuse(Failure::TlsFailed { ip: peer.ip, why })
+        }
         None => Plan::Connect(policy),
     }
 }
@@ -118,6 +127,9 @@ pub fn plan(job: &Job, peer: &route::Peer, level: Option<tls::Level>) -> Plan {
 /// The TLS policy [`plan`] connects with.
 pub fn policy_for(job: &Job, peer: &route::Peer, level: Option<tls::Level>) -> Policy {
     let mut policy = job.tls.policy(peer, &job.env.host);
+    if job.auth.is_some() {
+        policy = job.tls.with_credentials(policy, peer);
+    }
     if let Some(level) = level {
         policy.level = level;
         policy.source = "qremote-probe --level".into();
@@ -137,7 +149,8 @@ fn deliver(
     if msg.scan.partial {
         return Err(Failure::PartialFinalLine);
     }
-    let peers = route::peers(&cfg, &env.host)?;
+    let route = route::route(&cfg, &env.host, &env.sender);
+    let peers = route::peers(&cfg, &env.host, &route)?;
     let mut tls = tls::Tls::load()?;
     // MTA-STS: the recipient domain's policy, before the first connection.
     let sts = sts::Sts::for_delivery(&cfg, &tls, &env.host, &peers);
@@ -147,6 +160,7 @@ fn deliver(
     };
     tls.set_sts(sts.active.clone());
     let mut job = Job::new(&cfg, &env, &mut msg, &tls);
+    job.auth = route.credentials();
     let mut last: Option<(Failure, Option<String>)> = None;
     for peer in &peers {
         let policy = match plan(&job, peer, None) {

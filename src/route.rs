@@ -70,8 +70,17 @@ pub(crate) fn order(mut ips: Vec<IpAddr>, pref: AddrPref) -> Vec<IpAddr> {
     ips
 }
 
-pub fn peers(cfg: &Config, host: &[u8]) -> Result<Vec<Peer>, Failure> {
-    Ok(bound(candidates(cfg, host)?, cfg.mx_address_limit))
+/// The route for this delivery: `control/authsenders` by envelope sender first (sagredo's
+/// order), then `control/smtproutes` by recipient host.
+pub fn route(cfg: &Config, host: &[u8], sender: &[u8]) -> Route {
+    cfg.authsenders
+        .lookup(sender)
+        .unwrap_or_else(|| cfg.routes.lookup(host))
+}
+
+/// The addresses to try for `host` (argv[1]) along `route` (see [`route`]).
+pub fn peers(cfg: &Config, host: &[u8], route: &Route) -> Result<Vec<Peer>, Failure> {
+    Ok(bound(candidates(cfg, host, route)?, cfg.mx_address_limit))
 }
 
 /// Drops repeated addresses (two MX names with one address, say), keeping the first, then
@@ -85,20 +94,23 @@ fn bound(mut peers: Vec<Peer>, limit: usize) -> Vec<Peer> {
     peers
 }
 
-fn candidates(cfg: &Config, host: &[u8]) -> Result<Vec<Peer>, Failure> {
-    match cfg.routes.lookup(host) {
-        Route::Relay { host: relay, port } => {
-            let found = match literal(&relay) {
+fn candidates(cfg: &Config, host: &[u8], route: &Route) -> Result<Vec<Peer>, Failure> {
+    match route {
+        Route::Relay {
+            host: relay, port, ..
+        } => {
+            let port = *port;
+            let found = match literal(relay) {
                 Some(ip) => literal_address(ip),
                 None => {
                     let mut dns = Resolver::from_config()?;
-                    addresses(&mut dns, cfg, &relay).map_err(|e| host_error(e, &relay))?
+                    addresses(&mut dns, cfg, relay).map_err(|e| host_error(e, relay))?
                 }
             };
-            let name = if literal(&relay).is_some() {
+            let name = if literal(relay).is_some() {
                 Vec::new()
             } else {
-                relay
+                relay.clone()
             };
             Ok(found
                 .ips

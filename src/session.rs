@@ -7,20 +7,21 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crate::args::Envelope;
+use crate::auth::{self, Credentials, Exchange};
 use crate::conn::{Conn, ReadError, Stream, Upgrade};
 use crate::control::Config;
 use crate::ehlo::Caps;
 use crate::failure::{Failure, Stage};
 use crate::message::{Message, SendError};
 use crate::reply::{Reply, ReplyBuilder};
-use crate::report::{RcptLetter, Report};
+use crate::report::{RcptLetter, Report, outsafe};
 use crate::route::Peer;
 use crate::tls::{Level, Policy, StsVerdict, Tls, Verified};
 
 /// RFC 5321 4.5.3.2 reply timeouts, each further capped by `control/timeoutremote`.
 fn stage_timeout(stage: Stage) -> Duration {
     Duration::from_secs(match stage {
-        Stage::Greeting | Stage::Helo | Stage::StartTls | Stage::Mail => 300,
+        Stage::Greeting | Stage::Helo | Stage::StartTls | Stage::Auth | Stage::Mail => 300,
         Stage::Data => 120,
         Stage::AfterDot => 600,
     })
@@ -48,6 +49,9 @@ pub struct Job<'a> {
     pub tls: &'a Tls,
     /// Sessions so far in which the server greeted with 220 (for `control/mxsessionlimit`).
     pub greeted: usize,
+    /// SMTP AUTH credentials for the relay (the TLS policy is raised to match, see
+    /// `lib::policy_for`). `None` from [`Job::new`].
+    pub auth: Option<&'a Credentials>,
 }
 
 impl<'a> Job<'a> {
@@ -58,6 +62,7 @@ impl<'a> Job<'a> {
             msg,
             tls,
             greeted: 0,
+            auth: None,
         }
     }
 }
@@ -430,11 +435,15 @@ fn tls_line(note: &TlsNote<&crate::tls::Session>, policy: &Policy) -> String {
 }
 
 fn transaction(mut d: Dialogue, caps: Caps, note: TlsNote, policy: &Policy) -> Outcome {
-    let line = match &note {
+    let mut line = match &note {
         TlsNote::Plain(why) => tls_line(&TlsNote::Plain(why.clone()), policy),
         TlsNote::Tls(s) => tls_line(&TlsNote::Tls(s), policy),
     };
-    let outcome = match mail_rcpt_data(&mut d, &caps) {
+    let authenticated = authenticate(&mut d, &caps, &note);
+    if let Ok(Some(auth_line)) = &authenticated {
+        line = format!("{line}\n{auth_line}");
+    }
+    let outcome = match authenticated.and_then(|_| mail_rcpt_data(&mut d, &caps)) {
         Ok(Outcome::Done { rcpts, mut report }) => {
             report.push_line(&line);
             Outcome::Done { rcpts, report }
@@ -445,6 +454,70 @@ fn transaction(mut d: Dialogue, caps: Caps, note: TlsNote, policy: &Policy) -> O
     // Decide first, then QUIT without waiting; a failed QUIT cannot change the verdict.
     d.quit();
     outcome
+}
+
+/// SMTP AUTH after the EHLO that follows STARTTLS, when the route has credentials. Returns
+/// the report line naming the user and mechanism. Every failure here moves on to the next
+/// address (as any failure before MAIL does) and can only end as `Z`.
+fn authenticate(d: &mut Dialogue, caps: &Caps, note: &TlsNote) -> Result<Option<String>, Failure> {
+    let Some(creds) = d.job.auth else {
+        return Ok(None);
+    };
+    let ip = d.conn.ip;
+    let user = outsafe(creds.user());
+    let unavailable = |why: String| Failure::AuthUnavailable {
+        ip,
+        user: user.clone(),
+        why,
+    };
+    if !matches!(note, TlsNote::Tls(_)) {
+        // The policy was raised to require TLS, so this cannot happen; never send anyway.
+        return Err(unavailable("TLS is not up".into()));
+    }
+    let Some(offered) = &caps.auth else {
+        return Err(unavailable("it does not offer SMTP AUTH".into()));
+    };
+    let Some(mechanism) = auth::choose(offered.iter().map(Vec::as_slice)) else {
+        let list = offered
+            .iter()
+            .map(|m| outsafe(m))
+            .collect::<Vec<_>>()
+            .join(" ");
+        return Err(unavailable(format!(
+            "it offers none of CRAM-MD5, PLAIN and LOGIN (only: {list})"
+        )));
+    };
+    let (mut exchange, command) = Exchange::start(mechanism, creds);
+    d.send(command.bytes())?;
+    loop {
+        let reply = d.read(Stage::Auth)?;
+        match exchange.reply(&reply) {
+            auth::Step::Send(response) => d.send(response.bytes())?,
+            auth::Step::Done => {
+                return Ok(Some(format!(
+                    "AUTH: authenticated as {user} with {}.",
+                    mechanism.name()
+                )));
+            }
+            auth::Step::Refused(reply) => {
+                return Err(Failure::AuthRejected {
+                    ip,
+                    mechanism: mechanism.name(),
+                    user,
+                    reply,
+                });
+            }
+            auth::Step::Abort(why) => {
+                // RFC 4954 4: "*" cancels the exchange; its 501 is not waited for.
+                let _ = d.conn.send(b"*\r\n");
+                return Err(Failure::AuthAborted {
+                    ip,
+                    mechanism: mechanism.name(),
+                    why,
+                });
+            }
+        }
+    }
 }
 
 /// Returns `Err` for failures that should move on to the next address.

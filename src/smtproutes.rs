@@ -6,9 +6,14 @@
 //! Differences from stock, all safer: a port without digits, 0 or over 65535 is a syntax error
 //! instead of a connection to port 0 (or to the port modulo 65536), leading white space is not
 //! part of the key, and IPv6 literals (`[2001:db8::1]:2525`) are understood.
+//!
+//! SMTP AUTH credentials follow sagredo's qmail: `relay:port|user|password`. The first `|` ends
+//! the relay, the second ends the user name, and the password is all the rest (it may hold
+//! `|`, `:` and spaces, but not trailing white space, which qmail strips from every line).
 
 use std::collections::HashMap;
 
+use crate::auth::Credentials;
 use crate::control::{lines, number_prefix, split_key, suffix_keys, syntax};
 use crate::failure::Failure;
 
@@ -17,8 +22,22 @@ use crate::failure::Failure;
 pub enum Route {
     /// No entry, or an entry with an empty relay: MX lookup as usual, port 25.
     Mx,
-    /// Send to this relay (a name or a `[literal]`/bare IP), A/AAAA lookup only.
-    Relay { host: Vec<u8>, port: u16 },
+    /// Send to this relay (a name or a `[literal]`/bare IP), A/AAAA lookup only, and log in
+    /// with `auth` if set.
+    Relay {
+        host: Vec<u8>,
+        port: u16,
+        auth: Option<Credentials>,
+    },
+}
+
+impl Route {
+    pub fn credentials(&self) -> Option<&Credentials> {
+        match self {
+            Route::Relay { auth, .. } => auth.as_ref(),
+            Route::Mx => None,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -47,6 +66,11 @@ impl Routes {
         })
     }
 
+    /// True if any line has credentials.
+    pub fn has_credentials(&self) -> bool {
+        self.map.values().any(|r| r.credentials().is_some())
+    }
+
     /// The route for `host` (argv[1], the recipient domain).
     pub fn lookup(&self, host: &[u8]) -> Route {
         self.entry(host)
@@ -70,16 +94,42 @@ impl Routes {
     }
 }
 
-fn parse_value(value: &[u8]) -> Result<Route, &'static str> {
+/// Splits sagredo's `relay:port|user|password` into the relay part and the credentials.
+/// Unlike sagredo, half-written credentials are errors rather than "no AUTH": an admin who
+/// wrote a `|` asked for authentication, and the mail must not go out without it.
+fn split_credentials(value: &[u8]) -> Result<(&[u8], Option<Credentials>), &'static str> {
+    let Some(bar) = value.iter().position(|&b| b == b'|') else {
+        return Ok((value, None));
+    };
+    let (relay, rest) = value.split_at(bar);
+    let rest = rest.get(1..).unwrap_or_default();
+    let Some(bar) = rest.iter().position(|&b| b == b'|') else {
+        return Err("a user name without a password (write relay:port|user|password)");
+    };
+    let (user, password) = rest.split_at(bar);
+    let password = password.get(1..).unwrap_or_default();
+    if user.is_empty() || password.is_empty() {
+        return Err("empty user name or password");
+    }
+    if user.contains(&0) || password.contains(&0) {
+        return Err("NUL byte in the user name or password");
+    }
+    if relay.trim_ascii().is_empty() {
+        return Err("credentials without a relay (they are never sent to an MX)");
+    }
+    Ok((
+        relay.trim_ascii_end(),
+        Some(Credentials::new(user, password)),
+    ))
+}
+
+/// Parses the part after the key: `relay[:port][|user|password]`, or empty for MX.
+pub(crate) fn parse_value(value: &[u8]) -> Result<Route, &'static str> {
     let value = value.trim_ascii();
     if value.is_empty() {
         return Ok(Route::Mx);
     }
-    // sagredo-style `relay:port|user|password`: refuse it rather than treat the password as
-    // part of a host name that then shows up in bounces and logs.
-    if value.contains(&b'|') {
-        return Err("SMTP AUTH credentials (|user|password) are not supported");
-    }
+    let (value, auth) = split_credentials(value)?;
     let (host, rest) = if value.starts_with(b"[") {
         let close = value.iter().position(|&b| b == b']').ok_or("unclosed [")?;
         value.split_at(close + 1)
@@ -103,9 +153,14 @@ fn parse_value(value: &[u8]) -> Result<Route, &'static str> {
     if host.iter().any(|&b| b <= b' ' || b == 127) {
         return Err("white space in the relay name");
     }
+    if host.contains(&b';') {
+        // s/qmail's `relay;port`: a DNS lookup of that name would bounce every message.
+        return Err("';' in the relay name (write relay:port)");
+    }
     Ok(Route::Relay {
         host: host.to_vec(),
         port,
+        auth,
     })
 }
 
@@ -117,6 +172,7 @@ mod tests {
         Route::Relay {
             host: h.as_bytes().to_vec(),
             port,
+            auth: None,
         }
     }
 
@@ -162,7 +218,13 @@ mod tests {
             b"# x\na.org:relay:65536\n",
             b"# x\na.org:relay # comment\n",
             b"# x\na:[1.2.3.4\n",
-            b"# x\na:relay|user|secret\n",
+            b"# x\na:relay|user\n",
+            b"# x\na:relay||secret\n",
+            b"# x\na:relay|user|\n",
+            b"# x\na:|user|secret\n",
+            b"# x\na::587|user|secret\n",
+            b"# x\na:relay|us\0er|secret\n",
+            b"# x\na:relay;587|user|secret\n",
         ] {
             match Routes::parse(bad) {
                 Err(Failure::ControlSyntax {
@@ -173,6 +235,50 @@ mod tests {
                 Err(other) => panic!("{other:?}"),
                 Ok(_) => panic!("{:?} parsed", String::from_utf8_lossy(bad)),
             }
+        }
+    }
+
+    #[test]
+    fn credentials_sagredo_syntax() {
+        let r = Routes::parse(
+            b"a.org:relay.example:587|me@a.org|p:w d|x\n:smart|u|pw\nc.org:[::1]:26|u|v\n",
+        )
+        .unwrap();
+        let auth = |u: &str, p: &str| Some(Credentials::new(u.as_bytes(), p.as_bytes()));
+        assert_eq!(
+            r.lookup(b"a.org"),
+            Route::Relay {
+                host: b"relay.example".to_vec(),
+                port: 587,
+                auth: auth("me@a.org", "p:w d|x"),
+            }
+        );
+        assert_eq!(
+            r.lookup(b"b.org"),
+            Route::Relay {
+                host: b"smart".to_vec(),
+                port: 25,
+                auth: auth("u", "pw"),
+            }
+        );
+        assert!(matches!(r.lookup(b"c.org"), Route::Relay { port: 26, .. }));
+    }
+
+    #[test]
+    fn syntax_errors_never_show_the_password() {
+        for bad in [
+            &b"a:relay:x|user|hunter2\n"[..],
+            b"a:relay|user|hun\0ter2\n",
+        ] {
+            let Err(f) = Routes::parse(bad) else {
+                panic!("parsed");
+            };
+            let text = String::from_utf8_lossy(f.report().text()).into_owned();
+            assert!(
+                !text.contains("hunter2") && !text.contains("ter2"),
+                "{text}"
+            );
+            assert!(!format!("{f:?}").contains("ter2"));
         }
     }
 }

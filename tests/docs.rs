@@ -230,9 +230,13 @@ fn variant(f: &Failure) -> usize {
         Failure::Internal(_) => 23,
         Failure::StsNoMx { .. } => 24,
         Failure::TlsaLookup { .. } => 25,
+        Failure::SecretsUnreadable { .. } => 26,
+        Failure::AuthUnavailable { .. } => 27,
+        Failure::AuthRejected { .. } => 28,
+        Failure::AuthAborted { .. } => 29,
     }
 }
-const VARIANTS: usize = 26;
+const VARIANTS: usize = 30;
 
 fn stage_index(s: Stage) -> usize {
     match s {
@@ -242,12 +246,14 @@ fn stage_index(s: Stage) -> usize {
         Stage::Mail => 3,
         Stage::Data => 4,
         Stage::AfterDot => 5,
+        Stage::Auth => 6,
     }
 }
-const STAGES: [Stage; 6] = [
+const STAGES: [Stage; 7] = [
     Stage::Greeting,
     Stage::Helo,
     Stage::StartTls,
+    Stage::Auth,
     Stage::Mail,
     Stage::Data,
     Stage::AfterDot,
@@ -346,6 +352,32 @@ fn examples() -> Vec<(Failure, Vec<(String, &'static str)>)> {
             none(),
         ),
         (Failure::Internal("what"), none()),
+        (Failure::SecretsUnreadable { file: "file" }, none()),
+        (
+            Failure::AuthUnavailable {
+                ip,
+                user: "user".into(),
+                why: "why".into(),
+            },
+            none(),
+        ),
+        (
+            Failure::AuthRejected {
+                ip,
+                mechanism: "MECH",
+                user: "user".into(),
+                reply: reply.clone(),
+            },
+            vec![("MECH".to_string(), "mechanism")],
+        ),
+        (
+            Failure::AuthAborted {
+                ip,
+                mechanism: "MECH",
+                why: "why",
+            },
+            vec![("MECH".to_string(), "mechanism")],
+        ),
         (
             Failure::StsNoMx {
                 domain: "domain".into(),
@@ -357,9 +389,12 @@ fn examples() -> Vec<(Failure, Vec<(String, &'static str)>)> {
     for after_dot in [false, true] {
         v.push((Failure::Died { ip, after_dot }, none()));
     }
-    // session.rs reports a refused STARTTLS as TlsNotOffered, so there is no
-    // `Rejected { stage: StartTls }` report to document.
-    for stage in STAGES.into_iter().filter(|&s| s != Stage::StartTls) {
+    // session.rs reports a refused STARTTLS as TlsNotOffered and a refused AUTH as
+    // AuthRejected, so there is no `Rejected { stage: StartTls | Auth }` report to document.
+    for stage in STAGES
+        .into_iter()
+        .filter(|&s| s != Stage::StartTls && s != Stage::Auth)
+    {
         for code in [450, 550] {
             let reply = Reply {
                 code,

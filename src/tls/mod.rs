@@ -97,6 +97,11 @@ impl Tls {
         host_name(peer, "verify").err()
     }
 
+    /// The policy for `peer` when credentials will be sent (see [`Table::with_credentials`]).
+    pub fn with_credentials(&self, policy: Policy, peer: &Peer) -> Policy {
+        self.table.with_credentials(policy, peer)
+    }
+
     /// Performs the handshake on a socket that just got 220 to STARTTLS, all of it by
     /// `deadline` (every socket read and write gets only the time left).
     pub fn handshake(

@@ -244,6 +244,33 @@ impl Table {
             })
     }
 
+    /// The policy for a relay that gets SMTP AUTH credentials: at least `verify`, so that a
+    /// password only goes to the relay it is meant for. An admin who wrote a lower level for
+    /// this relay in `control/tlspolicy` (a private relay with a self-signed certificate)
+    /// gets `encrypt`: the password may go to an unverified peer, never in plaintext.
+    pub fn with_credentials(&self, policy: Policy, peer: &Peer) -> Policy {
+        let explicit_lower = self
+            .lookup(&Table::key(peer))
+            .is_some_and(|e| e.level < Level::Verify);
+        let floor = if explicit_lower {
+            Level::Encrypt
+        } else {
+            Level::Verify
+        };
+        if policy.level >= floor {
+            return policy;
+        }
+        Policy {
+            level: floor,
+            source: format!(
+                "SMTP AUTH credentials, instead of {} from {}",
+                policy.level.name(),
+                policy.source
+            ),
+            ..policy
+        }
+    }
+
     /// An override for the recipient domain or everything: then the domain's MTA-STS policy
     /// is not even looked up.
     pub fn forced_domain(&self, domain: &[u8]) -> Option<(Level, &'static str)> {

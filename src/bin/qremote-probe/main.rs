@@ -435,7 +435,8 @@ fn probe(opts: &Opts) -> Exit {
         .map(|r| r.servers().iter().map(ToString::to_string).collect())
         .unwrap_or_default();
     trace::start();
-    let peers = route::peers(&cfg, &host);
+    let route = cfg.routes.lookup(&host);
+    let peers = route::peers(&cfg, &host, &route);
     let mut lookups = trace::take();
     let tls = match Tls::load() {
         Ok(t) => t,
@@ -466,6 +467,8 @@ fn probe(opts: &Opts) -> Exit {
         return Exit::Unknown;
     };
     let mut job = Job::new(&cfg, &env, &mut msg, &tls);
+    // Credentials raise the TLS level (see qremote::policy_for); the probe never sends them.
+    job.auth = route.credentials();
     if let Some(ip) = opts.peer
         && !peers.iter().any(|p| p.ip == ip)
     {
