@@ -3,6 +3,7 @@
 mod peer;
 mod util;
 
+mod auth;
 mod dane;
 mod dns;
 mod docs;

@@ -11,7 +11,7 @@ use crate::util::QmailHome;
 
 const MSG: &[u8] = b"Subject: tls\n\nsecret\n";
 
-fn server_config(tls12_only: bool) -> Arc<ServerConfig> {
+pub fn server_config(tls12_only: bool) -> Arc<ServerConfig> {
     let ck = rcgen::generate_simple_self_signed(vec!["scripted.qremote.test".to_string()]).unwrap();
     let cert = CertificateDer::from(ck.cert.der().to_vec());
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(ck.signing_key.serialize_der()));
@@ -31,7 +31,7 @@ fn server_config(tls12_only: bool) -> Arc<ServerConfig> {
 }
 
 /// The server side of EHLO, STARTTLS and the handshake; returns after reading the second EHLO.
-fn upgrade(
+pub fn upgrade(
     mut c: crate::peer::Client,
     keywords: &[&str],
     cfg: Arc<ServerConfig>,
