@@ -141,7 +141,7 @@ fn roundtrip(tag: &str, msg: &[u8], stored: &[u8], pipe: bool) {
 }
 
 /// The queue id in Postfix's "250 2.0.0 Ok: queued as ID".
-fn queue_id(out: &Outcome) -> String {
+pub fn queue_id(out: &Outcome) -> String {
     let text = &out.last().text;
     let at = text
         .find("queued as ")

@@ -4,6 +4,7 @@ mod peer;
 mod util;
 
 mod auth;
+mod auth_postfix;
 mod dane;
 mod dns;
 mod docs;

@@ -195,6 +195,16 @@ Z
 	done
 }
 
+# The SMTP AUTH relays (scripts/lib/postfix.sh), one per mechanism.
+_dns_zone_auth() {
+	_dns_zone_head auth.test
+	cat <<'Z'
+plain           A     127.0.9.1
+login           A     127.0.9.2
+cram            A     127.0.9.3
+Z
+}
+
 _dns_nsd_conf() {
 	local d=$1
 	cat <<C
@@ -234,6 +244,9 @@ zone:
 zone:
 	name: "sts.test"
 	zonefile: "$d/sts.test.zone"
+zone:
+	name: "auth.test"
+	zonefile: "$d/auth.test.zone"
 C
 	dane_nsd_conf "$d"
 }
@@ -285,6 +298,9 @@ stub-zone:
 stub-zone:
 	name: "sts.test."
 	stub-addr: $QREMOTE_NSD_ADDR
+stub-zone:
+	name: "auth.test."
+	stub-addr: $QREMOTE_NSD_ADDR
 # nsd does not serve servfail.test: it answers REFUSED, so unbound answers SERVFAIL.
 stub-zone:
 	name: "servfail.test."
@@ -311,6 +327,7 @@ dns_up() {
 	_dns_zone_i7tls >"$d.new/i7tls.test.zone"
 	_dns_zone_i7 >"$d.new/i7.test.zone"
 	_dns_zone_sts >"$d.new/sts.test.zone"
+	_dns_zone_auth >"$d.new/auth.test.zone"
 	_dns_nsd_conf "$d" >"$d.new/nsd.conf"
 	_dns_unbound_conf "$d" >"$d.new/unbound.conf"
 	_dns_root_hints >"$d.new/root.hints"
@@ -333,6 +350,7 @@ dns_up() {
 		quiet "i7tls.test zone invalid" nsd-checkzone i7tls.test "$d/i7tls.test.zone"
 		quiet "i7.test zone invalid" nsd-checkzone i7.test "$d/i7.test.zone"
 		quiet "sts.test zone invalid" nsd-checkzone sts.test "$d/sts.test.zone"
+		quiet "auth.test zone invalid" nsd-checkzone auth.test "$d/auth.test.zone"
 		local z
 		for z in $DANE_ZONES; do
 			quiet "$z zone invalid" nsd-checkzone "$z" "$d/$z.zone"

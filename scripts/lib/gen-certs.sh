@@ -26,6 +26,7 @@
 #   sts             ECDSA mx1.sts.test, a.mx.sts.test            by intermediate, chain sent (MTA-STS MX)
 #   policy          ECDSA mta-sts.<d>.sts.test for every MTA-STS test domain (nginx, chain sent)
 #   dane-ta         ECDSA mx-ta.dane.test                       by intermediate, chain sent (DANE-TA)
+#   auth            ECDSA plain/login/cram.auth.test            by intermediate, chain sent (SMTP AUTH relays)
 #
 # Regenerated only when missing or when this file changes.
 
@@ -177,6 +178,8 @@ gen_certs() {
 	_certs_leaf policy ec ca_int "$san" -days 3650
 	# DANE-TA: the TLSA record names the intermediate (scripts/lib/dane.sh).
 	_certs_leaf dane-ta ec ca_int "DNS:mx-ta.dane.test" -days 3650
+	# The SMTP AUTH relays on 127.0.9.1-3 (scripts/lib/postfix.sh).
+	_certs_leaf auth ec ca_int "DNS:plain.auth.test, DNS:login.auth.test, DNS:cram.auth.test" -days 3650
 
 	_certs_key "$CERTS/selfsigned.key" ec
 	SAN="DNS:selfsigned.qremote.test" KU=digitalSignature \
@@ -204,7 +207,7 @@ gen_certs() {
 
 	# What each listener sends: key, leaf, and the chain unless the case is "no intermediate".
 	local name
-	for name in mx1 expired future wrongname wild selfsigned unknownca tls12 scripted v1 selfca sts policy dane-ta; do
+	for name in mx1 expired future wrongname wild selfsigned unknownca tls12 scripted v1 selfca sts policy dane-ta auth; do
 		cat "$CERTS/$name.key" "$CERTS/$name-chain.pem" >"$CERTS/$name-postfix.pem"
 	done
 	cat "$CERTS/nointermediate.key" "$CERTS/nointermediate.pem" >"$CERTS/nointermediate-postfix.pem"

@@ -18,12 +18,16 @@ QREMOTE_PACKAGES=(
 	"curl:/usr/bin/curl"
 	"ldnsutils:/usr/bin/ldns-signzone"
 	"perl-base:/usr/bin/perl"
+	# SMTP AUTH relays: saslpasswd2, and the PLAIN/LOGIN/CRAM-MD5 plugins (no executable to
+	# test for, hence the copyright file, which Debian keeps even in slim images).
+	"sasl2-bin:/usr/sbin/saslpasswd2"
+	"libsasl2-modules:/usr/share/doc/libsasl2-modules/copyright"
 )
 
 ensure_packages() {
 	local entry missing=()
 	for entry in "${QREMOTE_PACKAGES[@]}"; do
-		[ -x "${entry#*:}" ] || missing+=("${entry%%:*}")
+		[ -e "${entry#*:}" ] || missing+=("${entry%%:*}")
 	done
 	if [ ${#missing[@]} -eq 0 ]; then
 		say "packages present: ${QREMOTE_PACKAGES[*]%%:*}"
@@ -54,6 +58,6 @@ ensure_packages() {
 	[ $rc -eq 0 ] || die "apt-get failed to install: ${missing[*]}"
 
 	for entry in "${QREMOTE_PACKAGES[@]}"; do
-		[ -x "${entry#*:}" ] || die "package ${entry%%:*} installed but ${entry#*:} is missing"
+		[ -e "${entry#*:}" ] || die "package ${entry%%:*} installed but ${entry#*:} is missing"
 	done
 }

@@ -4,6 +4,43 @@
 # virtual domain delivered into $QREMOTE_PEERS_DIR/maildirs/<domain>/<local>/ (a maildir).
 # Sourced after common.sh and gen-certs.sh (needs $CERTS).
 
+# The per-listener options of an SMTP AUTH relay; $1 names its Cyrus config (sasl/qremote-$1.conf).
+_postfix_sasl_opts() {
+	printf '%s ' -o smtpd_sasl_auth_enable=yes -o "smtpd_sasl_path=qremote-$1" \
+		-o smtpd_sasl_local_domain=auth.test -o smtpd_tls_auth_only=yes \
+		-o smtpd_sasl_security_options=noanonymous \
+		-o smtpd_relay_restrictions=permit_sasl_authenticated,reject
+}
+
+# The SASL account the AUTH tests log in with (tests/auth_postfix.rs has the same values). The
+# password holds what sagredo's smtproutes syntax allows: ':', spaces and '|'.
+QREMOTE_SASL_USER=relayuser
+QREMOTE_SASL_PASSWORD='s3cret: with spaces|and a bar'
+
+# Cyrus SASL for the AUTH relays: Debian's Postfix reads <config dir>/sasl/<smtpd_sasl_path>.conf.
+# One config per mechanism, all on one sasldb (plaintext secrets, so CRAM-MD5 works too).
+_postfix_sasl() {
+	local etc=$1 d=$QREMOTE_PEERS_DIR mech
+	mkdir -p "$etc/sasl"
+	for mech in plain:PLAIN login:LOGIN cram:CRAM-MD5; do
+		cat >"$etc/sasl/qremote-${mech%%:*}.conf" <<C
+pwcheck_method: auxprop
+auxprop_plugin: sasldb
+sasldb_path: $d/postfix/sasldb2
+mech_list: ${mech#*:}
+C
+	done
+}
+
+# (Re)writes the account into the sasldb; smtpd (user postfix) must be able to read it.
+_postfix_sasldb() {
+	local db=$QREMOTE_PEERS_DIR/postfix/sasldb2
+	printf '%s' "$QREMOTE_SASL_PASSWORD" |
+		quiet "saslpasswd2 failed" saslpasswd2 -p -c -f "$db" -u auth.test "$QREMOTE_SASL_USER"
+	chown root:postfix "$db"
+	chmod 640 "$db"
+}
+
 # Listener table: address, name (syslog_name and certificate), extra -o overrides.
 # The name "notls" gets no certificate (and no STARTTLS).
 QREMOTE_SMTP_LISTENERS=(
@@ -28,6 +65,11 @@ QREMOTE_SMTP_LISTENERS=(
 	"127.0.8.25 selfsigned"
 	"127.0.8.26 expired"
 	"127.0.8.27 dane-ta"
+	# SMTP AUTH relays (Cyrus SASL, one mechanism each): relaying only for authenticated
+	# clients, and AUTH only after STARTTLS. See _postfix_sasl.
+	"127.0.9.1 auth $(_postfix_sasl_opts plain)"
+	"127.0.9.2 auth $(_postfix_sasl_opts login)"
+	"127.0.9.3 auth $(_postfix_sasl_opts cram)"
 )
 
 # The user that owns the delivered maildirs (pipe(8) refuses root).
@@ -152,6 +194,7 @@ T
 	cat >"$etc/sender_access" <<'T'
 /^rejectsender/	553 5.7.1 Sender address rejected by test policy
 T
+	_postfix_sasl "$etc"
 }
 
 postfix_pf() { postfix -c "$QREMOTE_PEERS_DIR/postfix/etc" "$@"; }
@@ -175,8 +218,9 @@ postfix_up() {
 	_postfix_main_cf "$d" >"$etc.new/main.cf"
 	_postfix_master_cf >"$etc.new/master.cf"
 	_postfix_tables "$etc.new"
-	local want have
-	want=$(fingerprint "$etc.new"/* "$CERTS/stamp")
+	local want have files
+	mapfile -t files < <(find "$etc.new" -type f | sort)
+	want=$(fingerprint "${files[@]}" "$CERTS/stamp")
 	have=$(cat "$d/postfix/fingerprint" 2>/dev/null || true)
 	if [ "$want" = "$have" ] && postfix_running; then
 		rm -rf "$etc.new"
@@ -198,6 +242,7 @@ postfix_up() {
 		quiet "postfix start failed (see $d/postfix.log)" postfix_pf start
 		echo "$want" >"$d/postfix/fingerprint"
 	fi
+	_postfix_sasldb
 	local entry addr
 	for entry in "${QREMOTE_SMTP_LISTENERS[@]}"; do
 		read -r addr _ <<<"$entry"
