@@ -400,3 +400,35 @@ fn syntax_errors_in_authsenders_name_the_line_not_the_password() {
     out.expect("Z", "control/authsenders line 1: bad port");
     assert_no_secret("the report", &out.stdout, "user", "hunter2");
 }
+
+/// An AUTH refusal moves on to the relay's next address, as any failure before MAIL does: a
+/// relay name with two addresses, each refusing, gets one login attempt each.
+#[test]
+#[ignore = "needs real peers: scripts/test"]
+fn auth_refusal_moves_on_to_the_next_address() {
+    let start = |addr: &str, text: &'static str| {
+        let cfg = server_config(false);
+        Scripted::start_with_on(addr, 1, move |_, c| {
+            let mut t = upgrade(c, &["STARTTLS"], cfg.clone());
+            t.send(&ehlo_reply(&["AUTH PLAIN"]));
+            t.expect("AUTH PLAIN ");
+            t.send(&format!("535 5.7.8 {text}\r\n"));
+            assert_eq!(t.line(), "QUIT");
+            t.drain();
+            t.transcript
+        })
+    };
+    let first = start("127.0.9.4:25", "refused by four");
+    let second = start("127.0.9.5:25", "refused by five");
+    let home = QmailHome::new();
+    home.nameserver(&crate::util::peer_env("QREMOTE_DNS"));
+    home.route("example.org", &format!("two.auth.test|{USER}|{PASSWORD}"));
+    home.control("tlspolicy", "two.auth.test:encrypt\n");
+    let out = run(&home);
+    out.expect(
+        "Z",
+        "(AUTH PLAIN) was rejected.\nRemote host said: 535 5.7.8 refused by ",
+    );
+    first.finish();
+    second.finish();
+}

@@ -202,6 +202,9 @@ _dns_zone_auth() {
 plain           A     127.0.9.1
 login           A     127.0.9.2
 cram            A     127.0.9.3
+; Two scripted relays behind one name (tests/auth.rs).
+two             A     127.0.9.4
+two             A     127.0.9.5
 Z
 }
 
