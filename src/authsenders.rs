@@ -49,6 +49,11 @@ impl AuthSenders {
         Ok(AuthSenders { map })
     }
 
+    /// True if any line has credentials.
+    pub fn has_credentials(&self) -> bool {
+        self.map.values().any(|r| r.credentials().is_some())
+    }
+
     /// The relay for envelope sender `sender`, or `None` when smtproutes decides.
     pub fn lookup(&self, sender: &[u8]) -> Option<Route> {
         if self.map.is_empty() {

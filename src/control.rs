@@ -134,6 +134,9 @@ pub struct Config {
     pub helohost: Vec<u8>,
     pub routes: Routes,
     pub authsenders: AuthSenders,
+    /// Those of `smtproutes` and `authsenders` that hold credentials and that every local
+    /// user may read: the report of an authenticated delivery warns about them.
+    pub exposed: Vec<&'static str>,
     pub timeout_connect: Duration,
     pub timeout_remote: Duration,
     pub outgoing: Vec<IpAddr>,
@@ -175,6 +178,13 @@ pub fn read_file(name: &str) -> Result<Option<Vec<u8>>, Failure> {
 /// report, because the usual cause is the owner or mode chosen to keep the secrets in.
 fn read_secret_file(name: &'static str) -> Result<Option<Vec<u8>>, Failure> {
     read_file(name).map_err(|_| Failure::SecretsUnreadable { file: name })
+}
+
+/// True if `control/<name>` grants read permission to every user.
+fn readable_by_all(name: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(Path::new("control").join(name))
+        .is_ok_and(|m| m.permissions().mode() & 0o004 != 0)
 }
 
 /// True if `control/<name>` exists (qmail-tls flag files).
@@ -340,10 +350,19 @@ impl Config {
             Some(data) => AuthSenders::parse(&data)?,
             None => AuthSenders::default(),
         };
+        let exposed = [
+            ("smtproutes", routes.has_credentials()),
+            ("authsenders", authsenders.has_credentials()),
+        ]
+        .into_iter()
+        .filter(|&(name, secret)| secret && readable_by_all(name))
+        .map(|(name, _)| name)
+        .collect();
         Ok(Config {
             helohost,
             routes,
             authsenders,
+            exposed,
             timeout_connect: read_seconds("timeoutconnect", 60)?,
             timeout_remote: read_seconds("timeoutremote", 1200)?,
             outgoing: read_outgoing()?,

@@ -494,10 +494,13 @@ fn authenticate(d: &mut Dialogue, caps: &Caps, note: &TlsNote) -> Result<Option<
         match exchange.reply(&reply) {
             auth::Step::Send(response) => d.send(response.bytes())?,
             auth::Step::Done => {
-                return Ok(Some(format!(
-                    "AUTH: authenticated as {user} with {}.",
-                    mechanism.name()
-                )));
+                let mut line = format!("AUTH: authenticated as {user} with {}.", mechanism.name());
+                for file in &d.job.cfg.exposed {
+                    line.push_str(&format!(
+                        " Warning: control/{file} holds passwords and every user can read it."
+                    ));
+                }
+                return Ok(Some(line));
             }
             auth::Step::Refused(reply) => {
                 return Err(Failure::AuthRejected {

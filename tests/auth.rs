@@ -81,6 +81,13 @@ fn home_via(server: &Scripted, level: Option<&str>) -> QmailHome {
     home
 }
 
+/// Sets the mode of `control/<file>`.
+pub fn chmod(home: &QmailHome, file: &str, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    let path = home.path().join("control").join(file);
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
 fn run(home: &QmailHome) -> Outcome {
     let out = home.run("example.org", "a@b", &["x@example.org"], MSG);
     assert_no_secret("the reports", &out.stdout, USER, PASSWORD);
@@ -106,11 +113,13 @@ fn plain_with_initial_response() {
         t.send("235 2.7.0 Authentication successful\r\n");
         accept(t);
     });
-    let out = run(&home_via(&server, Some("encrypt")));
+    let home = home_via(&server, Some("encrypt"));
+    chmod(&home, "smtproutes", 0o644);
+    let out = run(&home);
     out.expect("rK", "\nTLS: TLSv1.3 with ");
     out.expect(
         "rK",
-        "\nAUTH: authenticated as me@example.net with PLAIN.\n",
+        "\nAUTH: authenticated as me@example.net with PLAIN. Warning: control/smtproutes holds passwords and every user can read it.\n",
     );
     server.finish();
 }
@@ -132,8 +141,10 @@ fn login_with_replies_split_across_records() {
         t.send("5 ok\r\n");
         accept(t);
     });
-    let out = run(&home_via(&server, Some("encrypt")));
-    out.expect("rK", "AUTH: authenticated as me@example.net with LOGIN.");
+    let home = home_via(&server, Some("encrypt"));
+    chmod(&home, "smtproutes", 0o400);
+    let out = run(&home);
+    out.expect("rK", "AUTH: authenticated as me@example.net with LOGIN.\n");
     server.finish();
 }
 

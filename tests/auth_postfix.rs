@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::auth::assert_no_secret;
+use crate::auth::{assert_no_secret, chmod};
 use crate::postfix::{
     DOMAIN, assert_nothing_delivered, assert_stored, delivered, queue_id, unique,
 };
@@ -54,6 +54,7 @@ fn each_mechanism_delivers_through_postfix_with_cyrus_sasl() {
         let rcpt = format!("{local}@{DOMAIN}");
         let home = home();
         home.route(DOMAIN, &format!("{relay}|{USER}|{PASSWORD}"));
+        chmod(&home, "smtproutes", 0o400);
         let msg = format!("Subject: via {mech}\n\n.leading dot\nbody\n").into_bytes();
         let out = home.run(DOMAIN, SENDER, &[&rcpt], &msg);
         out.expect("rK", &format!("verified as {relay} by "));

@@ -44,7 +44,7 @@ fn missing_me_and_helohost_defers() {
 #[test]
 fn unreadable_control_file_defers() {
     let home = QmailHome::new();
-    std::fs::create_dir(home.path().join("control/smtproutes")).unwrap();
+    std::fs::create_dir(home.path().join("control/helohost")).unwrap();
     home.run("example.org", "a@b", &["c@example.org"], MSG)
         .expect("Z", "Unable to read control files. (#4.3.0)");
 }
