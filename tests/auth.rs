@@ -443,3 +443,27 @@ fn auth_refusal_moves_on_to_the_next_address() {
     first.finish();
     second.finish();
 }
+
+/// On an SMTPS port (465) TLS comes first, so AUTH follows the first EHLO.
+#[test]
+#[ignore = "needs root (binds port 465): scripts/test"]
+fn auth_over_smtps_port_465() {
+    let cfg = server_config(false);
+    let server = Scripted::start_with_on("127.0.9.6:465", 1, move |_, c| {
+        let mut t = c.starttls(cfg.clone());
+        t.send("220 smtps ready\r\n");
+        t.expect("EHLO");
+        t.send(&ehlo_reply(&["AUTH PLAIN"]));
+        t.expect("AUTH PLAIN ");
+        t.send("235 ok\r\n");
+        accept(&mut t);
+        t.transcript
+    });
+    let home = QmailHome::new();
+    home.route("example.org", &format!("[127.0.9.6]:465|{USER}|{PASSWORD}"));
+    home.control("tlspolicy", "[127.0.9.6]:encrypt\n");
+    let out = run(&home);
+    out.expect("rK", "AUTH: authenticated as me@example.net with PLAIN.");
+    let transcript = server.finish().remove(0);
+    assert!(!String::from_utf8_lossy(&transcript).contains("STARTTLS"));
+}

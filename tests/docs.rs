@@ -561,6 +561,16 @@ fn session_and_panic_reports_are_in_the_man_page() {
             "the session ended before STARTTLS",
         ),
         (
+            "src/session.rs",
+            "\"AUTH: authenticated as {user} with {}.\"",
+            "AUTH: authenticated as user with mechanism.",
+        ),
+        (
+            "src/session.rs",
+            "\" Warning: control/{file} holds passwords and every user can read it.\"",
+            "Warning: control/file holds passwords and every user can read it.",
+        ),
+        (
             "src/lib.rs",
             "\"qmail-remote internal error.{dup}\"",
             "qmail-remote internal error. (#4.3.0)",
