@@ -16,17 +16,6 @@ const USER: &str = "relayuser";
 const PASSWORD: &str = "s3cret: with spaces|and a bar";
 const SENDER: &str = "sender@client.qremote.test";
 
-/// A qmail home that resolves through the test DNS and trusts the test CA.
-fn home() -> QmailHome {
-    let home = QmailHome::new();
-    home.nameserver(&peer_env("QREMOTE_DNS"));
-    home.control(
-        "tlsca",
-        &std::fs::read_to_string(peer_env("QREMOTE_CA")).unwrap(),
-    );
-    home
-}
-
 /// Waits (bounded) until Postfix's log has a line with both `a` and `b`.
 fn logged(a: &str, b: &str) -> bool {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -52,7 +41,7 @@ fn each_mechanism_delivers_through_postfix_with_cyrus_sasl() {
     ] {
         let local = unique("auth");
         let rcpt = format!("{local}@{DOMAIN}");
-        let home = home();
+        let home = QmailHome::with_test_peers();
         home.route(DOMAIN, &format!("{relay}|{USER}|{PASSWORD}"));
         chmod(&home, "smtproutes", 0o400);
         let msg = format!("Subject: via {mech}\n\n.leading dot\nbody\n").into_bytes();
@@ -81,7 +70,7 @@ fn each_mechanism_delivers_through_postfix_with_cyrus_sasl() {
 fn wrong_password_is_z_and_nothing_is_delivered() {
     let local = unique("authbad");
     let rcpt = format!("{local}@{DOMAIN}");
-    let home = home();
+    let home = QmailHome::with_test_peers();
     home.route(
         DOMAIN,
         &format!("plain.auth.test:25|{USER}|wrong: password"),
@@ -101,7 +90,7 @@ fn wrong_password_is_z_and_nothing_is_delivered() {
 fn without_credentials_the_relay_refuses() {
     let local = unique("authnone");
     let rcpt = format!("{local}@{DOMAIN}");
-    let home = home();
+    let home = QmailHome::with_test_peers();
     home.route(DOMAIN, "plain.auth.test");
     let out = home.run(DOMAIN, SENDER, &[&rcpt], b"Subject: x\n\nx\n");
     out.assert_clean();
@@ -115,7 +104,7 @@ fn without_credentials_the_relay_refuses() {
 fn authsenders_with_real_postfix() {
     let local = unique("authsender");
     let rcpt = format!("{local}@{DOMAIN}");
-    let home = home();
+    let home = QmailHome::with_test_peers();
     home.route(DOMAIN, "[127.0.0.99]");
     home.control(
         "authsenders",

@@ -61,13 +61,7 @@ fn probe(home: &QmailHome, args: &[&str]) -> Run {
 
 /// A home that resolves with the test unbound and trusts the test CA (control/tlsca).
 fn home() -> QmailHome {
-    let home = QmailHome::new();
-    home.nameserver(&peer_env("QREMOTE_DNS"));
-    home.control(
-        "tlsca",
-        &std::fs::read_to_string(peer_env("QREMOTE_CA")).unwrap(),
-    );
-    home
+    QmailHome::with_test_peers()
 }
 
 /// The SPKI SHA-256 of a peer's certificate, computed by openssl.

@@ -31,6 +31,18 @@ impl QmailHome {
         home
     }
 
+    /// A home that resolves with the test unbound and trusts the test CA (`control/tlsca`),
+    /// for tests against the real peers of scripts/peers-up.
+    pub fn with_test_peers() -> QmailHome {
+        let home = QmailHome::new();
+        home.nameserver(&peer_env("QREMOTE_DNS"));
+        home.control(
+            "tlsca",
+            &std::fs::read_to_string(peer_env("QREMOTE_CA")).unwrap(),
+        );
+        home
+    }
+
     pub fn path(&self) -> &Path {
         self.dir.path()
     }
