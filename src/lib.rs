@@ -152,9 +152,11 @@ fn deliver(
     let route = route::route(&cfg, &env.host, &env.sender);
     let peers = route::peers(&cfg, &env.host, &route)?;
     let mut tls = tls::Tls::load()?;
-    // MTA-STS: the recipient domain's policy, before the first connection.
+    // MTA-STS: the recipient domain's policy, before the first connection. An `enforce`
+    // policy drops the MX hosts it does not list, unless DANE applies to them (RFC 8461 §2)
+    // or an override line decides.
     let sts = sts::Sts::for_delivery(&cfg, &tls, &env.host, &peers);
-    let peers = match sts.filter(peers, |p| tls.overridden(p, &env.host)) {
+    let peers = match sts.filter(peers, |p| tls.sts_exempt(p, &env.host)) {
         Ok(peers) => peers,
         Err(f) => return Ok(sts.finish(f.report())),
     };

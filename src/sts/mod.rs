@@ -4,7 +4,7 @@
 //!
 //! The result, [`Sts`], is one value: the policy in force (if any) and one line for the
 //! report. It decides nothing about TLS itself: `lib::deliver` drops the MX hosts an
-//! `enforce` policy does not list ([`Sts::filter`]), and `tls::policy` turns the policy into
+//! `enforce` policy does not list and DANE does not protect ([`Sts::filter`]), and `tls::policy` turns the policy into
 //! a per-peer [`crate::tls::StsVerdict`], where DANE (RFC 8461 §2) and the admin's override
 //! lines (`destination:level!` in `control/tlspolicy`) are weighed.
 
@@ -67,8 +67,9 @@ impl Sts {
         discover(cfg, tls.provider(), domain)
     }
 
-    /// In `enforce` mode, keeps only the peers whose MX name the policy lists, or for which
-    /// an override line decides (`exempt`). None left is a `Z`.
+    /// In `enforce` mode, keeps only the peers whose MX name the policy lists, or which
+    /// MTA-STS does not decide for (`exempt`: [`Tls::sts_exempt`], DANE or an override
+    /// line). None left is a `Z`.
     pub fn filter(
         &self,
         peers: Vec<Peer>,

@@ -72,19 +72,32 @@ impl Tls {
             return forced;
         }
         let others = self.table.policy(peer, domain, self.sts.as_ref());
-        let decision = match self.dane.try_borrow_mut() {
+        policy::combine(others, self.dane_decision(peer, domain))
+    }
+
+    /// True when an MTA-STS `enforce` policy must not drop `peer` even if its `mx` patterns
+    /// do not list it: an override line decides for the peer, or DANE applies to it (usable
+    /// TLSA records; RFC 8461 §2: where DANE applies to an MX, DANE wins). Asked before the
+    /// first connection ([`crate::sts::Sts::filter`]); the TLSA query it may make is the one
+    /// [`Tls::policy`] reuses for that host, so no host is asked twice.
+    pub fn sts_exempt(&self, peer: &Peer, domain: &[u8]) -> bool {
+        self.table.forced(peer, domain).is_some()
+            || matches!(
+                self.dane_decision(peer, domain),
+                dane::Decision::Usable(_)
+            )
+    }
+
+    /// DANE's decision for `peer`, from this delivery's TLSA lookups (one query per host and
+    /// port, the first time it is asked).
+    fn dane_decision(&self, peer: &Peer, domain: &[u8]) -> dane::Decision {
+        match self.dane.try_borrow_mut() {
             Ok(mut lookup) => lookup.decide(peer, domain),
             Err(_) => dane::Decision::Failed {
                 owner: String::from_utf8_lossy(&peer.name).into_owned(),
                 why: "internal error: TLSA lookups in use twice".into(),
             },
-        };
-        policy::combine(others, decision)
-    }
-
-    /// True if an override line decides for `peer` (published requirements do not count).
-    pub fn overridden(&self, peer: &Peer, domain: &[u8]) -> bool {
-        self.table.forced(peer, domain).is_some()
+        }
     }
 
     /// Why `peer` can never be verified, when `policy` requires verification: it has no host

@@ -145,8 +145,9 @@ pub fn combine(others: Policy, dane: Decision) -> Policy {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StsVerdict {
     /// Mode `enforce`, and the MX is listed: TLS with a certificate valid for the MX name
-    /// under the public anchors is required (a source of level `verify`). Unlisted MX hosts
-    /// never get here: `Sts::filter` dropped them.
+    /// under the public anchors is required (a source of level `verify`). An MX the policy
+    /// does not list gets here only when DANE applies to it (`Tls::sts_exempt` kept it), and
+    /// then [`combine`] drops this verdict: DANE decides alone.
     Enforce,
     /// Mode `testing`: nothing changes; the `TLS:` line says what `enforce` would have done.
     /// `listed`: the MX matches a pattern of the policy.
