@@ -6,6 +6,7 @@ mod util;
 mod auth;
 mod auth_postfix;
 mod dane;
+mod dane_sts;
 mod dns;
 mod docs;
 mod exim;

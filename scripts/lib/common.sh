@@ -22,6 +22,12 @@ QREMOTE_NGINX_ADDR=127.0.18.1
 # shellcheck disable=SC2034
 QREMOTE_STS_DOMAINS=(enforce expired notls unlisted fallback wild testing none missing badhost
 	redirect big malformed chunked html down idchange warm trickle)
+# MTA-STS next to DANE (tests/dane_sts.rs): mail domains in the signed dane.test zone
+# (scripts/lib/dane.sh publishes their TXT, MX and mta-sts.<d> records; nginx.sh their
+# policies, each listing only some of the MX hosts).
+# shellcheck disable=SC2034
+QREMOTE_DANE_STS_DOMAINS=(both.dane.test bad.both.dane.test nodane.both.dane.test
+	listed.both.dane.test listedbad.both.dane.test testing.both.dane.test)
 
 say() { printf 'peers: %s\n' "$*" >&2; }
 die() {

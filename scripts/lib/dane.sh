@@ -14,6 +14,7 @@
 #   127.0.8.27 dane-ta cert (mx-ta.dane.test, by the test intermediate)   127.0.8.21 no STARTTLS
 #   127.0.8.64 a scripted rustls peer of tests/dane.rs, with the "scripted" certificate
 #   127.0.7.1  the X.509 version 1 certificate of the TLS tests (v1.i7tls.test)
+#   127.0.8.200 nothing listens (the dead MX of the MTA-STS domains under both.dane.test)
 # unbound also answers on [fd77::8:54], an address that is local but not loopback, so
 # qmail-remote must not trust its AD bit.
 
@@ -110,11 +111,35 @@ nextmx          MX    20 mx-backup
 nomatch-next    MX    10 mx-eebad
 nomatch-next    MX    20 mx-backup
 
+; MTA-STS next to DANE (tests/dane_sts.rs; the policies in nginx.sh list only some MX hosts).
+; mx-dead: nothing listens. mx-webpki: the dane-ta certificate names it, its TLSA does not match.
+mx-dead.both    A     127.0.8.200
+mx-dane.both    A     127.0.8.25
+_25._tcp.mx-dane.both TLSA 3 1 1 $ee
+mx-nomatch.both A     127.0.8.25
+_25._tcp.mx-nomatch.both TLSA 3 1 1 $exp
+mx-webpki.both  A     127.0.8.27
+_25._tcp.mx-webpki.both TLSA 3 1 1 $exp
+both            MX    10 mx-dead.both
+both            MX    20 mx-dane.both
+bad.both        MX    10 mx-dead.both
+bad.both        MX    20 mx-nomatch.both
+nodane.both     MX    10 mx-dead.both
+nodane.both     MX    20 mx-notlsa
+listed.both     MX    10 mx-dane.both
+listedbad.both  MX    10 mx-webpki.both
+testing.both    MX    10 mx-dane.both
+
 ; Child zones.
 insecure        NS    ns.dane.test.
 dsbad           NS    ns.dane.test.
 sigexpired      NS    ns.dane.test.
 Z
+	local d
+	for d in "${QREMOTE_DANE_STS_DOMAINS[@]}"; do
+		d=${d%.dane.test}
+		printf '_mta-sts.%s TXT "v=STSv1; id=1"\nmta-sts.%s A %s\n' "$d" "$d" "$QREMOTE_NGINX_ADDR"
+	done
 	cat "$keys/dsbad-other.ds" "$keys/sigexpired.dane.test.ds"
 }
 

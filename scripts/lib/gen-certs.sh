@@ -25,7 +25,7 @@
 #                                                               `req -x509` default), SAN set
 #   sts             ECDSA mx1.sts.test, a.mx.sts.test            by intermediate, chain sent (MTA-STS MX)
 #   policy          ECDSA mta-sts.<d>.sts.test for every MTA-STS test domain (nginx, chain sent)
-#   dane-ta         ECDSA mx-ta.dane.test                       by intermediate, chain sent (DANE-TA)
+#   dane-ta         ECDSA mx-ta.dane.test, mx-webpki.both.dane.test  by intermediate, chain sent
 #   auth            ECDSA plain/login/cram.auth.test            by intermediate, chain sent (SMTP AUTH relays)
 #
 # Regenerated only when missing or when this file changes.
@@ -133,7 +133,7 @@ gen_certs() {
 	export CERTS
 	local stamp
 	# The policy certificate names every MTA-STS test domain (common.sh).
-	stamp="v$QREMOTE_CERTS_VERSION $(fingerprint "${BASH_SOURCE[0]}") ${QREMOTE_STS_DOMAINS[*]}"
+	stamp="v$QREMOTE_CERTS_VERSION $(fingerprint "${BASH_SOURCE[0]}") ${QREMOTE_STS_DOMAINS[*]} ${QREMOTE_DANE_STS_DOMAINS[*]}"
 	if [ -f "$CERTS/stamp" ] && [ "$(cat "$CERTS/stamp")" = "$stamp" ]; then
 		say "certificates up to date in $CERTS"
 		return 0
@@ -175,9 +175,11 @@ gen_certs() {
 	_certs_leaf sts ec ca_int "DNS:mx1.sts.test, DNS:a.mx.sts.test" -days 3650
 	local d san=
 	for d in "${QREMOTE_STS_DOMAINS[@]}"; do san+="${san:+, }DNS:mta-sts.$d.sts.test"; done
+	for d in "${QREMOTE_DANE_STS_DOMAINS[@]}"; do san+=", DNS:mta-sts.$d"; done
 	_certs_leaf policy ec ca_int "$san" -days 3650
-	# DANE-TA: the TLSA record names the intermediate (scripts/lib/dane.sh).
-	_certs_leaf dane-ta ec ca_int "DNS:mx-ta.dane.test" -days 3650
+	# DANE-TA: the TLSA record names the intermediate (scripts/lib/dane.sh). The second name
+	# is an MX that webpki would accept and whose TLSA record does not match (DANE wins).
+	_certs_leaf dane-ta ec ca_int "DNS:mx-ta.dane.test, DNS:mx-webpki.both.dane.test" -days 3650
 	# The SMTP AUTH relays on 127.0.9.1-3 (scripts/lib/postfix.sh).
 	_certs_leaf auth ec ca_int "DNS:plain.auth.test, DNS:login.auth.test, DNS:cram.auth.test" -days 3650
 

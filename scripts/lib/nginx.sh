@@ -38,6 +38,17 @@ _nginx_www() {
 		malformed) printf 'version: STSv1\nmode: enforce\nmax_age: 86400\n' ;; # no mx
 		esac >"$dir/mta-sts.txt"
 	done
+	# Next to DANE (dane.sh): each policy lists only the MX hosts named here.
+	for d in "${QREMOTE_DANE_STS_DOMAINS[@]}"; do
+		dir=$www/mta-sts.$d/.well-known
+		mkdir -p "$dir"
+		case $d in
+		listed.*) _nginx_policy enforce mx-dane.both.dane.test ;;
+		listedbad.*) _nginx_policy enforce mx-webpki.both.dane.test ;;
+		testing.*) _nginx_policy testing mx-dead.both.dane.test ;;
+		*) _nginx_policy enforce mx-dead.both.dane.test ;;
+		esac >"$dir/mta-sts.txt"
+	done
 }
 
 _nginx_conf() {

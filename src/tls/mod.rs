@@ -82,10 +82,7 @@ impl Tls {
     /// [`Tls::policy`] reuses for that host, so no host is asked twice.
     pub fn sts_exempt(&self, peer: &Peer, domain: &[u8]) -> bool {
         self.table.forced(peer, domain).is_some()
-            || matches!(
-                self.dane_decision(peer, domain),
-                dane::Decision::Usable(_)
-            )
+            || matches!(self.dane_decision(peer, domain), dane::Decision::Usable(_))
     }
 
     /// DANE's decision for `peer`, from this delivery's TLSA lookups (one query per host and
