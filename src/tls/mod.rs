@@ -355,6 +355,19 @@ mod tests {
     }
 
     #[test]
+    fn only_an_override_or_usable_tlsa_exempt_a_peer_from_mta_sts() {
+        let tls = Tls {
+            table: Table::parse(b"forced.example:may!\n").unwrap(),
+            sts: None,
+            dane: RefCell::new(Lookup::load().unwrap()),
+            provider: Arc::new(rustls::crypto::ring::default_provider()),
+        };
+        assert!(tls.sts_exempt(&peer("forced.example"), b"example"));
+        // Insecure addresses: no DANE, so no TLSA query, and the policy decides.
+        assert!(!tls.sts_exempt(&peer("mx.example"), b"example"));
+    }
+
+    #[test]
     fn only_dns_names_are_host_names() {
         for address in [
             "127.0.0.201",
