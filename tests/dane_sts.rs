@@ -7,16 +7,8 @@
 //! for mx-webpki.both.dane.test: only DANE refuses it.
 
 use crate::postfix::{SENDER, assert_nothing_delivered, assert_stored, delivered, unique};
-use crate::util::{Outcome, QmailHome, peer_env};
-
-/// A qmail home with the trusted (loopback) validating resolver and the test CA.
-fn home() -> QmailHome {
-    let home = QmailHome::new();
-    home.nameserver(&peer_env("QREMOTE_DNS"));
-    let ca = std::fs::read_to_string(peer_env("QREMOTE_CA")).expect("test CA");
-    home.control("tlsca", &ca);
-    home
-}
+use crate::sts::home;
+use crate::util::{Outcome, QmailHome};
 
 /// Sends a fresh message to `domain`: (recipient local part, message, outcome). The verdict
 /// has the letters `letters` and every needle.
