@@ -146,3 +146,20 @@ fn testing_mode_does_not_say_enforce_would_drop_a_dane_mx() {
     );
     assert!(!out.last().text.contains("enforce would"), "{}", out.dump());
 }
+
+#[test]
+#[ignore = "needs real peers: scripts/test"]
+fn the_probe_keeps_the_unlisted_dane_mx_as_a_delivery_does() {
+    // qremote-probe asks the library the same questions as a delivery: the MX host DANE
+    // protects is one of the addresses to try, at level dane, and it would be used.
+    let r = crate::probe::probe(&home(), &["--json", "both.dane.test"]);
+    let j = r.json();
+    let peers = j["peers"].as_array().expect("peers");
+    let dane = peers
+        .iter()
+        .find(|p| p["name"] == "mx-dane.both.dane.test")
+        .unwrap_or_else(|| panic!("mx-dane dropped\n{}", r.dump()));
+    assert_eq!(dane["ip"], "127.0.8.25", "{}", r.dump());
+    assert_eq!(dane["policy"]["level"], "dane", "{}", r.dump());
+    assert_eq!(dane["plan"], "connect", "{}", r.dump());
+}

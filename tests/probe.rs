@@ -9,14 +9,14 @@ use crate::util::{QmailHome, peer_env};
 
 const PROBE: &str = env!("CARGO_BIN_EXE_qremote-probe");
 
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
 }
 
 impl Run {
-    fn has(&self, needle: &str) -> &Run {
+    pub fn has(&self, needle: &str) -> &Run {
         assert!(
             self.stdout.contains(needle),
             "output lacks {needle:?}\n{}",
@@ -25,17 +25,17 @@ impl Run {
         self
     }
 
-    fn code(&self, code: i32) -> &Run {
+    pub fn code(&self, code: i32) -> &Run {
         assert_eq!(self.code, code, "{}", self.dump());
         self
     }
 
-    fn json(&self) -> serde_json::Value {
+    pub fn json(&self) -> serde_json::Value {
         serde_json::from_str(&self.stdout)
             .unwrap_or_else(|e| panic!("not JSON ({e})\n{}", self.dump()))
     }
 
-    fn dump(&self) -> String {
+    pub fn dump(&self) -> String {
         format!(
             "exit {}\nstdout:\n{}\nstderr:\n{}",
             self.code, self.stdout, self.stderr
@@ -43,7 +43,7 @@ impl Run {
     }
 }
 
-fn probe(home: &QmailHome, args: &[&str]) -> Run {
+pub fn probe(home: &QmailHome, args: &[&str]) -> Run {
     let out = Command::new(PROBE)
         .env_clear()
         .env("PATH", "/usr/bin:/bin")

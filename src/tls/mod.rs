@@ -81,8 +81,13 @@ impl Tls {
     /// first connection ([`crate::sts::Sts::filter`]); the TLSA query it may make is the one
     /// [`Tls::policy`] reuses for that host, so no host is asked twice.
     pub fn sts_exempt(&self, peer: &Peer, domain: &[u8]) -> bool {
-        self.table.forced(peer, domain).is_some()
+        self.overridden(peer, domain)
             || matches!(self.dane_decision(peer, domain), dane::Decision::Usable(_))
+    }
+
+    /// True if an override line decides for `peer` (published requirements do not count).
+    pub fn overridden(&self, peer: &Peer, domain: &[u8]) -> bool {
+        self.table.forced(peer, domain).is_some()
     }
 
     /// DANE's decision for `peer`, from this delivery's TLSA lookups (one query per host and
