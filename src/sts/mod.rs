@@ -4,9 +4,10 @@
 //!
 //! The result, [`Sts`], is one value: the policy in force (if any) and one line for the
 //! report. It decides nothing about TLS itself: `lib::deliver` drops the MX hosts an
-//! `enforce` policy does not list and DANE does not protect ([`Sts::filter`]), and `tls::policy` turns the policy into
-//! a per-peer [`crate::tls::StsVerdict`], where DANE (RFC 8461 §2) and the admin's override
-//! lines (`destination:level!` in `control/tlspolicy`) are weighed.
+//! `enforce` policy does not list and DANE does not protect ([`Sts::filter`]), and
+//! `tls::policy` turns the policy into a per-peer [`crate::tls::StsVerdict`], where DANE
+//! (RFC 8461 §2) and the admin's override lines (`destination:level!` in `control/tlspolicy`)
+//! are weighed.
 
 pub mod cache;
 pub mod fetch;
