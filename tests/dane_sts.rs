@@ -7,8 +7,12 @@
 //! for mx-webpki.both.dane.test: only DANE refuses it.
 
 use crate::postfix::{SENDER, assert_nothing_delivered, assert_stored, delivered, unique};
-use crate::sts::home;
 use crate::util::{Outcome, QmailHome};
+
+/// A home with the trusted (loopback) validating unbound and the test CA.
+fn home() -> QmailHome {
+    QmailHome::with_test_peers()
+}
 
 /// Sends a fresh message to `domain`: (recipient local part, message, outcome). The verdict
 /// has the letters `letters` and every needle.

@@ -11,9 +11,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crate::postfix::{SENDER, assert_nothing_delivered, assert_stored, delivered, unique};
 use crate::util::{Outcome, QmailHome, peer_env};
 
-/// A qmail home that resolves through the test resolver and trusts the test CA (also
-/// tests/dane_sts.rs: the resolver is the trusted loopback unbound that validates dane.test).
-pub fn home() -> QmailHome {
+/// A qmail home that resolves through the test resolver and trusts the test CA.
+fn home() -> QmailHome {
     let home = QmailHome::new();
     home.nameserver(&peer_env("QREMOTE_DNS"));
     let ca = std::fs::read_to_string(peer_env("QREMOTE_CA")).expect("test CA");
