@@ -37,6 +37,52 @@ impl Cached {
     pub fn expires(&self) -> u64 {
         self.fetched.saturating_add(self.policy.max_age)
     }
+
+    /// Unix time from which a delivery fetches it again: half its `max_age`, and at most
+    /// [`super::REFRESH`], after the fetch.
+    pub fn refresh_at(&self) -> u64 {
+        self.fetched
+            .saturating_add((self.policy.max_age / 2).min(super::REFRESH))
+    }
+
+    /// How a delivery at time `now` sees this policy, the domain's TXT record publishing
+    /// `live` (its id, if there is a record).
+    pub fn age(&self, live: Option<&str>, now: u64) -> Age {
+        if self.expires() <= now {
+            Age::Expired
+        } else if live.is_some_and(|id| id != self.id) {
+            Age::NewId
+        } else if self.fetched > now || now >= self.refresh_at() {
+            // A fetch time in the future (a clock set back) never counts as fresh.
+            Age::Stale
+        } else {
+            Age::Fresh
+        }
+    }
+}
+
+/// A cached policy as a delivery sees it ([`Cached::age`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Age {
+    /// In force, and nothing to fetch.
+    Fresh,
+    /// In force, but due for a refresh (older than [`Cached::refresh_at`]).
+    Stale,
+    /// In force, but the TXT record now publishes another id: fetched again.
+    NewId,
+    /// Past its `max_age`: no longer applies.
+    Expired,
+}
+
+impl Age {
+    pub fn name(self) -> &'static str {
+        match self {
+            Age::Fresh => "fresh",
+            Age::Stale => "due for a refresh",
+            Age::NewId => "under an older id",
+            Age::Expired => "expired",
+        }
+    }
 }
 
 /// The last failed fetch, for the back-off.
@@ -73,6 +119,15 @@ impl Cache {
     /// when it is missing and the home is writable. The error says why there is no cache.
     pub fn open() -> Result<Cache, String> {
         Cache::open_at(Path::new(DIR))
+    }
+
+    /// Opens `mtasts/` only if it is there: `Ok(None)` when it is missing, which holds no
+    /// policy either (for `qremote-probe --no-cache-write`, which creates nothing).
+    pub fn open_existing() -> Result<Option<Cache>, String> {
+        match fs::metadata(DIR) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            _ => Cache::open().map(Some),
+        }
     }
 
     pub fn open_at(dir: &Path) -> Result<Cache, String> {

@@ -24,8 +24,8 @@ use crate::dns::{DnsError, Resolver};
 use crate::failure::Failure;
 use crate::report::Report;
 use crate::route::Peer;
-use crate::tls::Tls;
-use cache::{Cache, Cached, Entry, Failed};
+use crate::tls::{Level, Tls};
+use cache::{Age, Cache, Cached, Entry, Failed};
 pub use policy::{Mode, Policy};
 
 /// A failed fetch is not tried again for the same domain and TXT id before this many seconds.
@@ -61,11 +61,27 @@ impl Sts {
     /// relays and address literals, nor when an override line (`domain:level!` or
     /// `:level!` in `control/tlspolicy`) decides for the domain; else [`discover`].
     pub fn for_delivery(cfg: &Config, tls: &Tls, domain: &[u8], peers: &[Peer]) -> Sts {
-        if !applies(peers) || tls.table.forced_domain(domain).is_some() {
-            // An override says so in the TLS line of each session.
-            return Sts::default();
+        Sts::traced(cfg, tls, domain, peers, true).0
+    }
+
+    /// [`Sts::for_delivery`], with the [`Trace`] of the lookup or why there was none
+    /// (`qremote-probe`; `write` as for [`lookup`]).
+    pub fn traced(
+        cfg: &Config,
+        tls: &Tls,
+        domain: &[u8],
+        peers: &[Peer],
+        write: bool,
+    ) -> (Sts, Result<Trace, Skipped>) {
+        if !applies(peers) {
+            return (Sts::default(), Err(Skipped::NoMx));
         }
-        discover(cfg, tls.provider(), domain)
+        if let Some((level, what)) = tls.table.forced_domain(domain) {
+            // An override says so in the TLS line of each session.
+            return (Sts::default(), Err(Skipped::Override(level, what)));
+        }
+        let (sts, trace) = lookup(cfg, tls.provider(), domain, write);
+        (sts, Ok(trace))
     }
 
     /// In `enforce` mode, keeps only the peers whose MX name the policy lists, or which
@@ -76,32 +92,43 @@ impl Sts {
         peers: Vec<Peer>,
         exempt: impl Fn(&Peer) -> bool,
     ) -> Result<Vec<Peer>, Failure> {
-        let Some(active) = &self.active else {
-            return Ok(peers);
-        };
-        if active.policy.mode != Mode::Enforce {
-            return Ok(peers);
-        }
-        let (kept, dropped): (Vec<Peer>, Vec<Peer>) = peers
-            .into_iter()
-            .partition(|p| p.relay || active.policy.allows(&p.name) || exempt(p));
+        let (kept, dropped) = self.split(peers, exempt);
         if kept.is_empty() {
-            let mut hosts: Vec<String> = dropped
-                .iter()
-                .map(|p| crate::report::outsafe(&p.name))
-                .collect();
-            hosts.dedup();
-            let more = hosts.len().saturating_sub(MAX_NAMED);
-            hosts.truncate(MAX_NAMED);
-            if more > 0 {
-                hosts.push(format!("and {more} more"));
-            }
-            return Err(Failure::StsNoMx {
-                domain: self.domain.clone(),
-                hosts: hosts.join(", "),
-            });
+            return Err(self.no_mx(&dropped));
         }
         Ok(kept)
+    }
+
+    /// [`Sts::filter`]'s choice: the peers kept, and those an `enforce` policy drops.
+    pub fn split(
+        &self,
+        peers: Vec<Peer>,
+        exempt: impl Fn(&Peer) -> bool,
+    ) -> (Vec<Peer>, Vec<Peer>) {
+        match &self.active {
+            Some(active) if active.policy.mode == Mode::Enforce => peers
+                .into_iter()
+                .partition(|p| p.relay || active.policy.allows(&p.name) || exempt(p)),
+            _ => (peers, Vec::new()),
+        }
+    }
+
+    /// The failure when an `enforce` policy drops every MX host.
+    pub fn no_mx(&self, dropped: &[Peer]) -> Failure {
+        let mut hosts: Vec<String> = dropped
+            .iter()
+            .map(|p| crate::report::outsafe(&p.name))
+            .collect();
+        hosts.dedup();
+        let more = hosts.len().saturating_sub(MAX_NAMED);
+        hosts.truncate(MAX_NAMED);
+        if more > 0 {
+            hosts.push(format!("and {more} more"));
+        }
+        Failure::StsNoMx {
+            domain: self.domain.clone(),
+            hosts: hosts.join(", "),
+        }
     }
 
     /// Adds the `MTA-STS:` line, if any, to the verdict.
@@ -111,6 +138,16 @@ impl Sts {
         }
         report
     }
+}
+
+/// Why a delivery does not look MTA-STS up ([`Sts::traced`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Skipped {
+    /// No MX is chosen: an `smtproutes` relay or an address literal.
+    NoMx,
+    /// An override line in `control/tlspolicy` decides for the domain (`domain:level!`,
+    /// `"domain"`) or for everything (`:level!`, `"default"`).
+    Override(Level, &'static str),
 }
 
 /// Does MTA-STS concern this delivery? Only for MX delivery to a domain name (not for
@@ -128,79 +165,181 @@ fn now() -> u64 {
 /// Looks up the domain's policy: TXT record, cache, fetch when needed, cache update. Never
 /// fails: any problem means "no policy" (or the cached one) and a note in the report.
 pub fn discover(cfg: &Config, provider: &Arc<CryptoProvider>, domain: &[u8]) -> Sts {
+    lookup(cfg, provider, domain, true).0
+}
+
+/// What [`lookup`] saw and did, step by step. A delivery reports only [`Sts::line`];
+/// `qremote-probe` shows all of it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Trace {
+    /// Unix seconds, when the lookup started.
+    pub now: u64,
+    pub txt: Txt,
+    /// The cache file as read before any fetch.
+    pub cache: CacheFile,
+    /// A fetch for the published id failed less than [`BACKOFF`] seconds ago: none is tried
+    /// before this Unix time.
+    pub backoff_until: Option<u64>,
+    pub fetch: Fetch,
+    pub store: Store,
+    /// The policy that applies, mode `none` included: fetched now if [`Trace::fetch`] is
+    /// [`Fetch::Fetched`], else from the cache.
+    pub in_force: Option<Cached>,
+}
+
+/// The `_mta-sts` TXT record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Txt {
+    /// A valid record, with its id.
+    Published(String),
+    /// No record (NXDOMAIN, NODATA, or no TXT string that starts `v=STSv1`).
+    Absent,
+    /// A record that cannot be used: why.
+    Invalid(String),
+    /// The lookup failed: why.
+    Failed(String),
+}
+
+/// The domain's cache file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CacheFile {
+    /// The cache directory cannot be used: why.
+    Unusable(String),
+    /// No file (or, with the cache left unwritten, no directory).
+    Absent,
+    /// The file cannot be read or parsed: why. Used as if absent, and replaced by a fetch.
+    Corrupt(String),
+    Found(Entry),
+}
+
+/// Whether the policy was fetched.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Fetch {
+    /// No TXT record: nothing to fetch.
+    NoRecord,
+    /// The cached policy is fresh for the published id.
+    NotNeeded,
+    /// The last attempt failed too recently ([`Trace::backoff_until`]).
+    BackedOff,
+    Fetched,
+    /// Why (also in the report line).
+    Failed(String),
+}
+
+/// What became of the cache file after a fetch attempt.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Store {
+    /// Nothing was fetched, so nothing to write.
+    NotNeeded,
+    Written,
+    /// The caller asked not to write (`qremote-probe --no-cache-write`).
+    Skipped,
+    /// Why not (also in the report line).
+    Failed(String),
+}
+
+/// [`discover`], also returning its [`Trace`]. With `write` false the cache is read but
+/// neither created nor updated, so the next delivery sees it as it was.
+pub fn lookup(
+    cfg: &Config,
+    provider: &Arc<CryptoProvider>,
+    domain: &[u8],
+    write: bool,
+) -> (Sts, Trace) {
+    let t = now();
+    let mut trace = Trace {
+        now: t,
+        txt: Txt::Absent,
+        cache: CacheFile::Absent,
+        backoff_until: None,
+        fetch: Fetch::NoRecord,
+        store: Store::NotNeeded,
+        in_force: None,
+    };
     let Some(name) = cache::file_name(domain) else {
         // Not a plain DNS name: no policy can be published for it.
-        return Sts::default();
+        return (Sts::default(), trace);
     };
     // Cache problems are reported only for a domain that has MTA-STS: a missing cache
     // directory must not add a line to every other delivery.
     let mut cache_note = None;
-    let cache = Cache::open()
-        .map_err(|e| cache_note = Some(format!("cache not used: {e}")))
-        .ok();
-    let entry = cache.as_ref().and_then(|c| {
-        c.load(&name)
-            .map_err(|e| cache_note = Some(format!("cache not used: {e}")))
-            .ok()
-            .flatten()
+    let opened = if write {
+        Cache::open().map(Some)
+    } else {
+        Cache::open_existing()
+    };
+    let cache = opened
+        .map_err(|e| {
+            cache_note = Some(format!("cache not used: {e}"));
+            trace.cache = CacheFile::Unusable(e);
+        })
+        .ok()
+        .flatten();
+    let entry = cache.as_ref().and_then(|c| match c.load(&name) {
+        Ok(found) => {
+            trace.cache = found.clone().map_or(CacheFile::Absent, CacheFile::Found);
+            found
+        }
+        Err(e) => {
+            cache_note = Some(format!("cache not used: {e}"));
+            trace.cache = CacheFile::Corrupt(e);
+            None
+        }
     });
     let mut entry = entry.unwrap_or_default();
-    let t = now();
     let Ok(mut dns) = Resolver::from_config() else {
-        return Sts::default();
+        return (Sts::default(), trace);
     };
     let mut notes = Vec::new();
-    let mut absent = false;
-    let live = match dns.txt(format!("_mta-sts.{name}").as_bytes()) {
+    trace.txt = match dns.txt(format!("_mta-sts.{name}").as_bytes()) {
         Ok(records) => match record::select(&records) {
-            Ok(r) => Some(r.id),
-            Err(record::RecordError::None) => {
-                absent = true;
-                None
-            }
-            Err(e) => {
-                notes.push(e.describe());
-                None
-            }
+            Ok(r) => Txt::Published(r.id),
+            Err(record::RecordError::None) => Txt::Absent,
+            Err(e) => Txt::Invalid(e.describe()),
         },
-        Err(DnsError::NxDomain | DnsError::NoData) => {
-            absent = true;
-            None
-        }
-        Err(DnsError::Temporary(why)) => {
-            notes.push(format!("TXT lookup failed ({why})"));
-            None
-        }
+        Err(DnsError::NxDomain | DnsError::NoData) => Txt::Absent,
+        Err(DnsError::Temporary(why)) => Txt::Failed(format!("TXT lookup failed ({why})")),
     };
-    let valid = entry.cached.clone().filter(|c| c.expires() > t);
+    let live = match &trace.txt {
+        Txt::Published(id) => Some(id.clone()),
+        Txt::Invalid(why) | Txt::Failed(why) => {
+            notes.push(why.clone());
+            None
+        }
+        Txt::Absent => None,
+    };
+    let valid = entry
+        .cached
+        .clone()
+        .filter(|c| c.age(live.as_deref(), t) != Age::Expired);
     if live.is_some() || valid.is_some() {
         notes.extend(cache_note);
     }
-    if absent && valid.is_some() {
+    if trace.txt == Txt::Absent && valid.is_some() {
         notes.push("no TXT record now, the cached policy applies until it expires".into());
     }
-    let mut fetched_now = false;
     if let Some(id) = &live {
-        // A fetch time in the future (a clock set back) never counts as fresh.
-        let fresh = valid.as_ref().is_some_and(|c| {
-            &c.id == id && c.fetched <= t && t - c.fetched < (c.policy.max_age / 2).min(REFRESH)
-        });
-        let backed_off = entry
+        trace.backoff_until = entry
             .failed
             .as_ref()
-            .is_some_and(|f| &f.id == id && t.saturating_sub(f.at) < BACKOFF);
-        if fresh {
+            .filter(|f| &f.id == id && t.saturating_sub(f.at) < BACKOFF)
+            .map(|f| f.at.saturating_add(BACKOFF));
+        trace.fetch = if valid
+            .as_ref()
+            .is_some_and(|c| c.age(Some(id), t) == Age::Fresh)
+        {
             // The common case: nothing to fetch.
-        } else if backed_off {
+            Fetch::NotNeeded
+        } else if trace.backoff_until.is_some() {
             notes.push(format!(
                 "not fetched: the last attempt failed less than {} minutes ago",
                 BACKOFF / 60
             ));
+            Fetch::BackedOff
         } else {
-            let fetched = fetch_policy(cfg, provider, &mut dns, &name);
-            entry = match fetched {
-                Ok((text, policy)) => {
-                    fetched_now = true;
+            let (fetch, new) = match fetch_policy(cfg, provider, &mut dns, &name) {
+                Ok((text, policy)) => (
+                    Fetch::Fetched,
                     Entry {
                         cached: Some(Cached {
                             id: id.clone(),
@@ -209,33 +348,47 @@ pub fn discover(cfg: &Config, provider: &Arc<CryptoProvider>, domain: &[u8]) -> 
                             policy,
                         }),
                         failed: None,
-                    }
-                }
+                    },
+                ),
                 Err(why) => {
-                    notes.push(why);
-                    Entry {
-                        cached: entry.cached,
-                        failed: Some(Failed {
-                            at: t,
-                            id: id.clone(),
-                        }),
-                    }
+                    notes.push(why.clone());
+                    let failed = Failed {
+                        at: t,
+                        id: id.clone(),
+                    };
+                    (
+                        Fetch::Failed(why),
+                        Entry {
+                            cached: entry.cached,
+                            failed: Some(failed),
+                        },
+                    )
                 }
             };
-            if let Some(c) = &cache
-                && let Err(e) = c.store(&name, &entry)
-            {
-                notes.push(format!("cache not updated: {e}"));
-            }
-        }
+            entry = new;
+            trace.store = match &cache {
+                _ if !write => Store::Skipped,
+                None => Store::Failed("no cache directory".into()),
+                Some(c) => match c.store(&name, &entry) {
+                    Ok(()) => Store::Written,
+                    Err(e) => {
+                        notes.push(format!("cache not updated: {e}"));
+                        Store::Failed(e)
+                    }
+                },
+            };
+            fetch
+        };
     }
     // A fresh fetch, else an unexpired cached policy, whatever DNS said (RFC 8461 §5.1).
-    let (in_force, origin) = if fetched_now {
+    let (in_force, origin) = if trace.fetch == Fetch::Fetched {
         (entry.cached, "fetched")
     } else {
         (valid, "cached")
     };
-    summarize(name, live.is_some(), in_force, origin, notes)
+    trace.in_force.clone_from(&in_force);
+    let sts = summarize(name, live.is_some(), in_force, origin, notes);
+    (sts, trace)
 }
 
 /// Fetches and parses the policy; the error is the reason for the report.

@@ -68,10 +68,19 @@ impl Tls {
     /// ([`Table::forced`]) alone, else [`Table::policy`] with the MTA-STS policy, joined with
     /// DANE ([`policy::combine`]; this may make the one TLSA query for the host).
     pub fn policy(&self, peer: &Peer, domain: &[u8]) -> Policy {
+        self.policy_given(peer, domain, self.sts.as_ref())
+    }
+
+    /// The policy without the MTA-STS policy: `qremote-probe` shows what that changed.
+    pub fn policy_without_sts(&self, peer: &Peer, domain: &[u8]) -> Policy {
+        self.policy_given(peer, domain, None)
+    }
+
+    fn policy_given(&self, peer: &Peer, domain: &[u8], sts: Option<&crate::sts::Active>) -> Policy {
         if let Some(forced) = self.table.forced(peer, domain) {
             return forced;
         }
-        let others = self.table.policy(peer, domain, self.sts.as_ref());
+        let others = self.table.policy(peer, domain, sts);
         policy::combine(others, self.dane_decision(peer, domain))
     }
 
