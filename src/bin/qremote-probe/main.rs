@@ -6,6 +6,7 @@
 
 mod cert;
 mod json;
+mod sts;
 
 use std::ffi::OsString;
 use std::net::{IpAddr, SocketAddr};
@@ -23,6 +24,7 @@ use qremote::report::{Letter, Report, outsafe, sanitize};
 use qremote::route::{self, Peer};
 use qremote::session::{self, Job, ProbeOutcome};
 use qremote::smtproutes::{Route, Routes};
+use qremote::sts::Sts;
 use qremote::tls::{Anchors, Level, Policy, Tls, Verified};
 use qremote::{Plan, connect, tcpto};
 
@@ -46,6 +48,8 @@ options:
   --peer IP          probe only this address of the route
   --level LEVEL      use TLS level none, may, encrypt or verify instead of the policy
   --json             one JSON object on stdout, for monitoring
+  --no-cache-write   read the MTA-STS policy cache but neither create nor update it (by
+                     default the probe fetches and caches a policy as a delivery would)
   --send FROM TO     deliver a test message from FROM to TO through the real delivery path
                      (qmail-remote's) and print its reports; the message is generated, or
                      read from stdin with --stdin
@@ -68,6 +72,7 @@ struct Opts {
     peer: Option<IpAddr>,
     level: Option<Level>,
     json: bool,
+    no_cache_write: bool,
     send: Option<(String, String)>,
     stdin: bool,
 }
@@ -87,6 +92,7 @@ fn parse_args(args: &[String]) -> Result<Option<Opts>, String> {
         peer: None,
         level: None,
         json: false,
+        no_cache_write: false,
         send: None,
         stdin: false,
     };
@@ -106,6 +112,7 @@ fn parse_args(args: &[String]) -> Result<Option<Opts>, String> {
             }
             "--all" => opts.all = true,
             "--json" => opts.json = true,
+            "--no-cache-write" => opts.no_cache_write = true,
             "--stdin" => opts.stdin = true,
             "--peer" => {
                 let v = value("an IP address")?;
@@ -136,6 +143,12 @@ fn parse_args(args: &[String]) -> Result<Option<Opts>, String> {
     opts.dest = dest.ok_or("no destination")?;
     if opts.stdin && opts.send.is_none() {
         return Err("--stdin goes with --send".into());
+    }
+    if opts.no_cache_write && opts.send.is_some() {
+        return Err(
+            "--send delivers as qmail-remote does, cache included: not with --no-cache-write"
+                .into(),
+        );
     }
     Ok(Some(opts))
 }
@@ -292,6 +305,8 @@ enum PlanNote {
 struct PeerRun {
     peer: Peer,
     policy: Policy,
+    /// The policy had the recipient domain no MTA-STS policy: what MTA-STS changed.
+    without_sts: Policy,
     tcpto_skip: bool,
     plan: PlanNote,
     attempts: Vec<Attempt>,
@@ -438,16 +453,17 @@ fn probe(opts: &Opts) -> Exit {
     let route = cfg.routes.lookup(&host);
     let peers = route::peers(&cfg, &host, &route);
     let mut lookups = trace::take();
-    let tls = match Tls::load() {
+    let mut tls = match Tls::load() {
         Ok(t) => t,
         Err(f) => return fail_early(opts, "control files", &f.report()),
     };
-    let ctx = Context {
+    let mut ctx = Context {
         opts,
         home: home.display().to_string(),
         cfg: &cfg,
         route: route_info,
         resolver,
+        sts: None,
     };
     let peers = match peers {
         Ok(p) => p,
@@ -456,6 +472,23 @@ fn probe(opts: &Opts) -> Exit {
             return ctx.show(&lookups, &[], Some(&report));
         }
     };
+    // MTA-STS as a delivery does it, before the first connection (lib::deliver).
+    let (found, trace) = Sts::traced(&cfg, &tls, &host, &peers, !opts.no_cache_write);
+    let (peers, dropped) = found.split(peers, |p| tls.overridden(p, &host));
+    tls.set_sts(found.active.clone());
+    let no_mx = peers
+        .is_empty()
+        .then(|| found.finish(found.no_mx(&dropped).report()));
+    ctx.sts = Some(sts::View {
+        domain: String::from_utf8_lossy(&host).into_owned(),
+        sts: found,
+        trace,
+        dropped,
+    });
+    if let Some(report) = no_mx {
+        lookups.extend(trace::take());
+        return ctx.show(&lookups, &[], Some(&report));
+    }
     let env = Envelope {
         host: host.clone(),
         sender: Vec::new(),
@@ -472,7 +505,15 @@ fn probe(opts: &Opts) -> Exit {
     if let Some(ip) = opts.peer
         && !peers.iter().any(|p| p.ip == ip)
     {
-        eprintln!("qremote-probe: {ip} is not an address of this route");
+        let dropped = ctx
+            .sts
+            .as_ref()
+            .is_some_and(|v| v.dropped.iter().any(|p| p.ip == ip));
+        if dropped {
+            eprintln!("qremote-probe: {ip} is dropped by the domain's MTA-STS enforce policy");
+        } else {
+            eprintln!("qremote-probe: {ip} is not an address of this route");
+        }
         return Exit::Unknown;
     }
     let mut runs: Vec<PeerRun> = Vec::new();
@@ -488,6 +529,11 @@ fn probe(opts: &Opts) -> Exit {
         let mut run = PeerRun {
             peer: peer.clone(),
             policy: qremote::policy_for(&job, peer, opts.level),
+            without_sts: match opts.level {
+                // --level replaces the level either way: MTA-STS changed nothing.
+                Some(_) => qremote::policy_for(&job, peer, opts.level),
+                None => job.tls.policy_without_sts(peer, &host),
+            },
             tcpto_skip: tcpto::should_skip(peer.ip),
             plan: PlanNote::Connect,
             attempts: Vec::new(),
@@ -570,6 +616,8 @@ struct Context<'a> {
     cfg: &'a Config,
     route: RouteInfo,
     resolver: Vec<String>,
+    /// Set once routing found peers.
+    sts: Option<sts::View>,
 }
 
 fn exit_code(runs: &[PeerRun], route_failure: Option<&Report>) -> Exit {
@@ -589,11 +637,15 @@ fn exit_code(runs: &[PeerRun], route_failure: Option<&Report>) -> Exit {
 
 /// What a delivery would do after this attempt (`ready`, `next`, `retry-plaintext`,
 /// `no-connection`), the report it would print if this address were the last one tried, and
-/// the `TLS:` line.
-fn verdict(a: &Attempt) -> (&'static str, Option<String>, Option<String>) {
+/// the `TLS:` line. `sts` adds the `MTA-STS:` line, as a delivery does to its last report.
+fn verdict(a: &Attempt, sts: Option<&Sts>) -> (&'static str, Option<String>, Option<String>) {
+    let finish = |r: Report| match sts {
+        Some(s) => s.finish(r),
+        None => r,
+    };
     match (&a.connect, &a.probe) {
         (Err(_), _) => {
-            let r = Failure::NoConnection.report();
+            let r = finish(Failure::NoConnection.report());
             (
                 "no-connection",
                 Some(report_text(letter_char(r.letter()), r.text())),
@@ -607,6 +659,7 @@ fn verdict(a: &Attempt) -> (&'static str, Option<String>, Option<String>) {
                 if let Some(l) = line {
                     r.push_line(l);
                 }
+                let r = finish(r);
                 (
                     "next",
                     Some(report_text(letter_char(r.letter()), r.text())),
@@ -631,6 +684,10 @@ fn reply_lines(r: &qremote::reply::Reply) -> Vec<String> {
 }
 
 impl Context<'_> {
+    fn found(&self) -> Option<&Sts> {
+        self.sts.as_ref().map(|v| &v.sts)
+    }
+
     fn show(&self, lookups: &[Lookup], runs: &[PeerRun], failure: Option<&Report>) -> Exit {
         let code = exit_code(runs, failure);
         if self.opts.json {
@@ -701,11 +758,17 @@ impl Context<'_> {
             }
             println!("{line}");
         }
+        if let Some(v) = &self.sts {
+            v.text();
+        }
         if let Some(f) = failure {
-            println!(
-                "no address to try; qmail-remote would report:\n  {}",
-                report_text(letter_char(f.letter()), f.text()).trim_end()
-            );
+            println!("no address to try; qmail-remote would report:");
+            for l in report_text(letter_char(f.letter()), f.text())
+                .trim_end()
+                .lines()
+            {
+                println!("  {l}");
+            }
             println!("result: {}", exit_name(code));
             return;
         }
@@ -752,8 +815,11 @@ impl Context<'_> {
                 run.policy.source,
                 anchors_text(&run.policy.anchors)
             );
+            if let Some(line) = sts::peer_text(run, self.found()) {
+                println!("  {line}");
+            }
             for a in &run.attempts {
-                show_attempt(a);
+                show_attempt(a, self.found());
             }
         }
         let unprobed = runs
@@ -840,6 +906,7 @@ impl Context<'_> {
                             ("anchors", Json::str(anchors_text(&run.policy.anchors))),
                         ]),
                     ),
+                    ("mta_sts", sts::peer_json(run, self.found())),
                     ("probed", Json::Bool(!run.attempts.is_empty())),
                     (
                         "plan",
@@ -860,7 +927,12 @@ impl Context<'_> {
                     ),
                     (
                         "attempts",
-                        Json::Arr(run.attempts.iter().map(attempt_json).collect()),
+                        Json::Arr(
+                            run.attempts
+                                .iter()
+                                .map(|a| attempt_json(a, self.found()))
+                                .collect(),
+                        ),
                     ),
                 ])
             })
@@ -875,6 +947,10 @@ impl Context<'_> {
             ),
             ("route", route),
             ("dns", Json::Arr(dns)),
+            (
+                "mta_sts",
+                self.sts.as_ref().map_or(Json::Null, sts::View::json),
+            ),
             (
                 "route_failure",
                 Json::opt_str(failure.map(|f| report_text(letter_char(f.letter()), f.text()))),
@@ -915,7 +991,7 @@ fn peer_text(p: &Peer) -> String {
     format!("{ip}:{} ({name}, {why})", p.port)
 }
 
-fn show_attempt(a: &Attempt) {
+fn show_attempt(a: &Attempt, sts: Option<&Sts>) {
     if let Some(why) = &a.plain_because {
         println!("  new connection without STARTTLS, as a delivery would ({why})");
     }
@@ -958,7 +1034,7 @@ fn show_attempt(a: &Attempt) {
             }
         }
     }
-    let (state, report, line) = verdict(a);
+    let (state, report, line) = verdict(a, sts);
     if let Some(l) = &line {
         println!("  report line: {l}");
     }
@@ -1039,8 +1115,8 @@ fn cert_json(der: &[u8]) -> Json {
     }
 }
 
-fn attempt_json(a: &Attempt) -> Json {
-    let (state, report, line) = verdict(a);
+fn attempt_json(a: &Attempt, sts: Option<&Sts>) -> Json {
+    let (state, report, line) = verdict(a, sts);
     let p = a.probe.as_ref();
     let tls = p.and_then(|p| p.session.as_ref()).map_or(Json::Null, |s| {
         let (ok, detail) = match &s.verified {
