@@ -60,7 +60,7 @@ pub fn probe(home: &QmailHome, args: &[&str]) -> Run {
 }
 
 /// A home that resolves with the test unbound and trusts the test CA (control/tlsca).
-fn home() -> QmailHome {
+pub fn home() -> QmailHome {
     QmailHome::with_test_peers()
 }
 

@@ -83,7 +83,7 @@ fn enforce_delivers(home: &QmailHome, origin: &str) {
     );
 }
 
-fn now() -> u64 {
+pub fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
@@ -96,7 +96,7 @@ fn cache_path(home: &QmailHome, domain: &str) -> PathBuf {
 
 /// Writes a cache entry as qmail-remote would have: `policy` fetched `age` seconds ago under
 /// TXT id `id`.
-fn write_cache(home: &QmailHome, domain: &str, id: &str, age: u64, policy: &str) {
+pub fn write_cache(home: &QmailHome, domain: &str, id: &str, age: u64, policy: &str) {
     let dir = home.path().join("mtasts");
     std::fs::create_dir_all(&dir).unwrap();
     let text = format!(
@@ -107,7 +107,7 @@ fn write_cache(home: &QmailHome, domain: &str, id: &str, age: u64, policy: &str)
     std::fs::write(dir.join(domain), text).unwrap();
 }
 
-fn policy(mode: &str, mx: &str) -> String {
+pub fn policy(mode: &str, mx: &str) -> String {
     format!("version: STSv1\nmode: {mode}\nmx: {mx}\nmax_age: 86400\n")
 }
 

@@ -61,17 +61,17 @@ impl Sts {
     /// relays and address literals, nor when an override line (`domain:level!` or
     /// `:level!` in `control/tlspolicy`) decides for the domain; else [`discover`].
     pub fn for_delivery(cfg: &Config, tls: &Tls, domain: &[u8], peers: &[Peer]) -> Sts {
-        Sts::traced(cfg, tls, domain, peers, true).0
+        Sts::traced(cfg, tls, domain, peers, CacheUse::Delivery).0
     }
 
     /// [`Sts::for_delivery`], with the [`Trace`] of the lookup or why there was none
-    /// (`qremote-probe`; `write` as for [`lookup`]).
+    /// (`qremote-probe`; `cache` as for [`lookup`]).
     pub fn traced(
         cfg: &Config,
         tls: &Tls,
         domain: &[u8],
         peers: &[Peer],
-        write: bool,
+        cache: CacheUse,
     ) -> (Sts, Result<Trace, Skipped>) {
         if !applies(peers) {
             return (Sts::default(), Err(Skipped::NoMx));
@@ -80,7 +80,7 @@ impl Sts {
             // An override says so in the TLS line of each session.
             return (Sts::default(), Err(Skipped::Override(level, what)));
         }
-        let (sts, trace) = lookup(cfg, tls.provider(), domain, write);
+        let (sts, trace) = lookup(cfg, tls.provider(), domain, cache);
         (sts, Ok(trace))
     }
 
@@ -165,7 +165,7 @@ fn now() -> u64 {
 /// Looks up the domain's policy: TXT record, cache, fetch when needed, cache update. Never
 /// fails: any problem means "no policy" (or the cached one) and a note in the report.
 pub fn discover(cfg: &Config, provider: &Arc<CryptoProvider>, domain: &[u8]) -> Sts {
-    lookup(cfg, provider, domain, true).0
+    lookup(cfg, provider, domain, CacheUse::Delivery).0
 }
 
 /// What [`lookup`] saw and did, step by step. A delivery reports only [`Sts::line`];
@@ -232,19 +232,33 @@ pub enum Store {
     /// Nothing was fetched, so nothing to write.
     NotNeeded,
     Written,
-    /// The caller asked not to write (`qremote-probe --no-cache-write`).
+    /// The caller asked not to write ([`CacheUse::ReadOnly`]).
     Skipped,
+    /// There is no cache directory, and the caller does not create one
+    /// ([`CacheUse::Existing`]).
+    NoDirectory,
     /// Why not (also in the report line).
     Failed(String),
 }
 
-/// [`discover`], also returning its [`Trace`]. With `write` false the cache is read but
-/// neither created nor updated, so the next delivery sees it as it was.
+/// How [`lookup`] uses the cache directory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CacheUse {
+    /// Create `mtasts/` when missing, write after each fetch: what a delivery does.
+    Delivery,
+    /// Write after each fetch, but only into an existing `mtasts/`: `qremote-probe`, often
+    /// run as root, must not make a directory the delivery user cannot write to.
+    Existing,
+    /// Read only (`qremote-probe --no-cache-write`): the next delivery sees the cache as it was.
+    ReadOnly,
+}
+
+/// [`discover`], also returning its [`Trace`].
 pub fn lookup(
     cfg: &Config,
     provider: &Arc<CryptoProvider>,
     domain: &[u8],
-    write: bool,
+    use_cache: CacheUse,
 ) -> (Sts, Trace) {
     let t = now();
     let mut trace = Trace {
@@ -263,10 +277,9 @@ pub fn lookup(
     // Cache problems are reported only for a domain that has MTA-STS: a missing cache
     // directory must not add a line to every other delivery.
     let mut cache_note = None;
-    let opened = if write {
-        Cache::open().map(Some)
-    } else {
-        Cache::open_existing()
+    let opened = match use_cache {
+        CacheUse::Delivery => Cache::open().map(Some),
+        CacheUse::Existing | CacheUse::ReadOnly => Cache::open_existing(),
     };
     let cache = opened
         .map_err(|e| {
@@ -367,8 +380,9 @@ pub fn lookup(
             };
             entry = new;
             trace.store = match &cache {
-                _ if !write => Store::Skipped,
-                None => Store::Failed("no cache directory".into()),
+                _ if use_cache == CacheUse::ReadOnly => Store::Skipped,
+                None if trace.cache == CacheFile::Absent => Store::NoDirectory,
+                None => Store::Failed("the cache directory cannot be used".into()),
                 Some(c) => match c.store(&name, &entry) {
                     Ok(()) => Store::Written,
                     Err(e) => {

@@ -24,7 +24,7 @@ use qremote::report::{Letter, Report, outsafe, sanitize};
 use qremote::route::{self, Peer};
 use qremote::session::{self, Job, ProbeOutcome};
 use qremote::smtproutes::{Route, Routes};
-use qremote::sts::Sts;
+use qremote::sts::{CacheUse, Store, Sts};
 use qremote::tls::{Anchors, Level, Policy, Tls, Verified};
 use qremote::{Plan, connect, tcpto};
 
@@ -473,7 +473,15 @@ fn probe(opts: &Opts) -> Exit {
         }
     };
     // MTA-STS as a delivery does it, before the first connection (lib::deliver).
-    let (found, trace) = Sts::traced(&cfg, &tls, &host, &peers, !opts.no_cache_write);
+    let cache = if opts.no_cache_write {
+        CacheUse::ReadOnly
+    } else {
+        CacheUse::Existing
+    };
+    let (found, trace) = Sts::traced(&cfg, &tls, &host, &peers, cache);
+    if trace.as_ref().is_ok_and(|t| t.store == Store::Written) {
+        sts::give_to_cache_owner(&host);
+    }
     let (peers, dropped) = found.split(peers, |p| tls.overridden(p, &host));
     tls.set_sts(found.active.clone());
     let no_mx = peers

@@ -5,7 +5,7 @@
 
 use qremote::report::outsafe;
 use qremote::route::Peer;
-use qremote::sts::cache::{Age, Cached, DIR, Entry};
+use qremote::sts::cache::{Age, Cached, DIR, Entry, file_name};
 use qremote::sts::{CacheFile, Fetch, Skipped, Store, Sts, Trace, Txt};
 use qremote::tls::StsVerdict;
 
@@ -143,6 +143,10 @@ impl View {
                 format!("{file} written, as a delivery writes it (--no-cache-write: left alone)")
             }
             Store::Skipped => format!("not written (--no-cache-write); a delivery writes {file}"),
+            Store::NoDirectory => format!(
+                "not written: there is no {DIR}/ directory, and the probe does not create one \
+                 (a delivery does)"
+            ),
             Store::Failed(why) => format!("failed: {why}"),
         }
     }
@@ -251,6 +255,7 @@ impl View {
             Store::NotNeeded => ("not-needed", None),
             Store::Written => ("written", None),
             Store::Skipped => ("skipped", None),
+            Store::NoDirectory => ("no-directory", None),
             Store::Failed(why) => ("failed", Some(why.clone())),
         };
         fields.push((
@@ -332,6 +337,21 @@ impl View {
             }),
         ));
         Json::Obj(fields)
+    }
+}
+
+/// Gives a cache file the probe just wrote the owner and group of the cache directory, so
+/// that a probe run as root leaves a file the delivery user (`qmailr`) can read. Without
+/// root, chown fails and the file stays the caller's: deliveries that cannot read it fetch
+/// the policy and replace the file, as for a corrupt one.
+pub fn give_to_cache_owner(domain: &[u8]) {
+    use std::os::unix::fs::MetadataExt;
+    let Some(name) = file_name(domain) else {
+        return;
+    };
+    if let Ok(dir) = std::fs::metadata(DIR) {
+        let file = std::path::Path::new(DIR).join(name);
+        let _ = std::os::unix::fs::chown(file, Some(dir.uid()), Some(dir.gid()));
     }
 }
 
