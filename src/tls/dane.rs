@@ -41,6 +41,8 @@ pub struct Dane {
     pub owner: String,
     /// Usable records only (usages 2 and 3, selectors 0 and 1, matching types 0, 1 and 2).
     pub records: Vec<Tlsa>,
+    /// The whole RRset as published, usable or not (`qremote-probe` shows each record).
+    pub rrset: Vec<Tlsa>,
     /// Reference identifiers for DANE-TA (RFC 7672 3.2.2): the base domain, and the
     /// recipient domain when the MX answer was secure.
     pub names: Vec<String>,
@@ -55,9 +57,21 @@ pub enum Decision {
     /// Usable records: TLS is mandatory and the certificate must match one of them.
     Usable(Dane),
     /// Records exist but none is usable: TLS is mandatory, unauthenticated (as Postfix).
-    Unusable { owner: String, count: usize },
+    Unusable { owner: String, rrset: Vec<Tlsa> },
     /// The TLSA lookup failed for a host whose addresses were secure: this MX is not used.
     Failed { owner: String, why: String },
+}
+
+/// Why DANE cannot apply to `peer` whatever its TLSA records say, or `None`: an address
+/// literal has no name, and insecure addresses mean no DANE (RFC 7672 2.2.2).
+pub fn inapplicable(peer: &Peer) -> Option<&'static str> {
+    if peer.name.is_empty() {
+        Some("an address literal has no host name")
+    } else if !peer.addr_ad {
+        Some("the host's addresses are not DNSSEC-validated (AD=0)")
+    } else {
+        None
+    }
 }
 
 /// Why a record cannot be used, or `None` if it can (RFC 7672 3.1.3, RFC 7671 5).
@@ -168,8 +182,7 @@ impl Lookup {
 
     /// The DANE decision for `peer`, reached for the recipient domain `domain`.
     pub fn decide(&mut self, peer: &Peer, domain: &[u8]) -> Decision {
-        // Literal addresses have no name; insecure addresses mean no DANE (RFC 7672 2.2.2).
-        if peer.name.is_empty() || !peer.addr_ad {
+        if inapplicable(peer).is_some() {
             return Decision::None(None);
         }
         if let Some((_, _, d)) = self
@@ -216,13 +229,16 @@ impl Lookup {
             if !ad || records.is_empty() {
                 continue;
             }
-            let count = records.len();
             let usable: Vec<Tlsa> = records
-                .into_iter()
+                .iter()
                 .filter(|t| unusable(t).is_none())
+                .cloned()
                 .collect();
             if usable.is_empty() {
-                return Decision::Unusable { owner, count };
+                return Decision::Unusable {
+                    owner,
+                    rrset: records,
+                };
             }
             // RFC 7672 3.2.2: the base domain, the MX host name, and the recipient domain
             // when the MX answer was secure.
@@ -240,6 +256,7 @@ impl Lookup {
                 base,
                 owner,
                 records: usable,
+                rrset: records,
                 names,
             });
         }

@@ -71,6 +71,19 @@ impl Tls {
         self.policy_given(peer, domain, self.sts.as_ref())
     }
 
+    /// DANE's decision for `peer`, from this delivery's TLSA lookups (one query per host and
+    /// port, the first time it is asked): what [`Tls::policy`] joins, and what
+    /// `qremote-probe` shows. Not for a peer an override line decides: no delivery asks then.
+    pub fn dane_decision(&self, peer: &Peer, domain: &[u8]) -> dane::Decision {
+        match self.dane.try_borrow_mut() {
+            Ok(mut lookup) => lookup.decide(peer, domain),
+            Err(_) => dane::Decision::Failed {
+                owner: String::from_utf8_lossy(&peer.name).into_owned(),
+                why: "internal error: TLSA lookups in use twice".into(),
+            },
+        }
+    }
+
     /// The policy without the MTA-STS policy: `qremote-probe` shows what that changed.
     pub fn policy_without_sts(&self, peer: &Peer, domain: &[u8]) -> Policy {
         self.policy_given(peer, domain, None)
@@ -97,18 +110,6 @@ impl Tls {
     /// True if an override line decides for `peer` (published requirements do not count).
     pub fn overridden(&self, peer: &Peer, domain: &[u8]) -> bool {
         self.table.forced(peer, domain).is_some()
-    }
-
-    /// DANE's decision for `peer`, from this delivery's TLSA lookups (one query per host and
-    /// port, the first time it is asked).
-    fn dane_decision(&self, peer: &Peer, domain: &[u8]) -> dane::Decision {
-        match self.dane.try_borrow_mut() {
-            Ok(mut lookup) => lookup.decide(peer, domain),
-            Err(_) => dane::Decision::Failed {
-                owner: String::from_utf8_lossy(&peer.name).into_owned(),
-                why: "internal error: TLSA lookups in use twice".into(),
-            },
-        }
     }
 
     /// Why `peer` can never be verified, when `policy` requires verification: it has no host

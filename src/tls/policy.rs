@@ -115,8 +115,8 @@ pub fn combine(others: Policy, dane: Decision) -> Policy {
             sts: None,
             refused: None,
         },
-        Decision::Unusable { owner, count } => {
-            let what = format!("{count} TLSA records at {owner}, none usable");
+        Decision::Unusable { owner, rrset } => {
+            let what = format!("{} TLSA records at {owner}, none usable", rrset.len());
             if others.level < Level::Encrypt {
                 Policy {
                     level: Level::Encrypt,
@@ -467,16 +467,21 @@ mod tests {
         }
     }
 
+    fn ee() -> crate::dns::Tlsa {
+        crate::dns::Tlsa {
+            usage: 3,
+            selector: 1,
+            matching: 1,
+            data: vec![0; 32],
+        }
+    }
+
     fn usable() -> Decision {
         Decision::Usable(Dane {
             base: "mx.example".into(),
             owner: "_25._tcp.mx.example".into(),
-            records: vec![crate::dns::Tlsa {
-                usage: 3,
-                selector: 1,
-                matching: 1,
-                data: vec![0; 32],
-            }],
+            records: vec![ee()],
+            rrset: vec![ee()],
             names: vec!["mx.example".into()],
         })
     }
@@ -495,7 +500,10 @@ mod tests {
     fn unusable_tlsa_means_at_least_encrypt() {
         let unusable = || Decision::Unusable {
             owner: "_25._tcp.mx.example".into(),
-            count: 2,
+            rrset: vec![
+                crate::dns::Tlsa { usage: 1, ..ee() },
+                crate::dns::Tlsa { usage: 0, ..ee() },
+            ],
         };
         let p = combine(admin(Level::May), unusable());
         assert_eq!((p.level, p.anchors), (Level::Encrypt, Anchors::Public));

@@ -328,7 +328,7 @@ impl PeerRun {
             a.probe.as_ref().is_some_and(|p| {
                 p.session
                     .as_ref()
-                    .is_some_and(|s| matches!(s.verified, Verified::Yes(_)))
+                    .is_some_and(|s| matches!(s.verified, Verified::Yes(_) | Verified::Dane(_)))
             })
         })
     }
