@@ -65,7 +65,7 @@ pub fn home() -> QmailHome {
 }
 
 /// The SPKI SHA-256 of a peer's certificate, computed by openssl.
-fn openssl_spki(name: &str) -> String {
+pub fn openssl_spki(name: &str) -> String {
     let pem = format!("{}/{name}.pem", peer_env("QREMOTE_CERTS"));
     let script = format!(
         "openssl x509 -in {pem} -noout -pubkey | openssl pkey -pubin -outform DER | sha256sum"

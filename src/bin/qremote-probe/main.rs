@@ -5,6 +5,7 @@
 //! Unlike qmail-remote it is run by an admin, so it writes to stdout and stderr freely.
 
 mod cert;
+mod dane;
 mod json;
 mod sts;
 
@@ -307,6 +308,7 @@ struct PeerRun {
     policy: Policy,
     /// The policy had the recipient domain no MTA-STS policy: what MTA-STS changed.
     without_sts: Policy,
+    dane: dane::Dane,
     tcpto_skip: bool,
     plan: PlanNote,
     attempts: Vec<Attempt>,
@@ -315,6 +317,16 @@ struct PeerRun {
 }
 
 impl PeerRun {
+    /// The certificate chain the last connection that got one was presented.
+    fn certs(&self) -> Option<&[Vec<u8>]> {
+        self.attempts
+            .iter()
+            .rev()
+            .filter_map(|a| a.probe.as_ref())
+            .find(|p| !p.certs.is_empty())
+            .map(|p| p.certs.as_slice())
+    }
+
     fn ready(&self) -> bool {
         self.attempts.last().is_some_and(|a| {
             a.probe
@@ -541,6 +553,11 @@ fn probe(opts: &Opts) -> Exit {
                 // --level replaces the level either way: MTA-STS changed nothing.
                 Some(_) => qremote::policy_for(&job, peer, opts.level),
                 None => job.tls.policy_without_sts(peer, &host),
+            },
+            dane: if job.tls.overridden(peer, &host) {
+                dane::Dane::Override
+            } else {
+                dane::Dane::Decided(job.tls.dane_decision(peer, &host))
             },
             tcpto_skip: tcpto::should_skip(peer.ip),
             plan: PlanNote::Connect,
@@ -826,8 +843,14 @@ impl Context<'_> {
             if let Some(line) = sts::peer_text(run, self.found()) {
                 println!("  {line}");
             }
+            if let Some(line) = dane::dnssec_text(&run.peer) {
+                println!("  {line}");
+            }
+            for line in dane::text(&run.dane, &run.peer, run.certs()) {
+                println!("  {line}");
+            }
             for a in &run.attempts {
-                show_attempt(a, self.found());
+                show_attempt(a, self.found(), run.policy.dane().is_some());
             }
         }
         let unprobed = runs
@@ -915,6 +938,8 @@ impl Context<'_> {
                         ]),
                     ),
                     ("mta_sts", sts::peer_json(run, self.found())),
+                    ("dnssec", dane::dnssec_json(&run.peer)),
+                    ("dane", dane::json(&run.dane, &run.peer, run.certs())),
                     ("probed", Json::Bool(!run.attempts.is_empty())),
                     (
                         "plan",
@@ -999,7 +1024,8 @@ fn peer_text(p: &Peer) -> String {
     format!("{ip}:{} ({name}, {why})", p.port)
 }
 
-fn show_attempt(a: &Attempt, sts: Option<&Sts>) {
+/// `dane`: the policy authenticates by TLSA records (whose verifier refuses at any level).
+fn show_attempt(a: &Attempt, sts: Option<&Sts>, dane: bool) {
     if let Some(why) = &a.plain_because {
         println!("  new connection without STARTTLS, as a delivery would ({why})");
     }
@@ -1057,9 +1083,16 @@ fn show_attempt(a: &Attempt, sts: Option<&Sts>) {
                 p.certs.is_empty()
                     && matches!(p.outcome, ProbeOutcome::Next(Failure::TlsFailed { .. }, _))
             }) {
-                println!(
-                    "  (no certificate to show: the handshake was refused; --level may shows it)"
-                );
+                if dane {
+                    println!(
+                        "  (no certificate to show: DANE refused the handshake, at any level)"
+                    );
+                } else {
+                    println!(
+                        "  (no certificate to show: the handshake was refused; --level may shows \
+                         it)"
+                    );
+                }
             }
             println!(
                 "  => a delivery would try the next address; if this one is the last, it reports:"
@@ -1135,6 +1168,7 @@ fn attempt_json(a: &Attempt, sts: Option<&Sts>) -> Json {
             ("version", Json::str(s.version.clone())),
             ("cipher", Json::str(s.cipher.clone())),
             ("verified", Json::Bool(ok)),
+            ("dane", Json::Bool(matches!(s.verified, Verified::Dane(_)))),
             ("verified_as", Json::str(s.name.clone())),
             (if ok { "verified_by" } else { "error" }, Json::str(detail)),
             (
