@@ -29,7 +29,8 @@ use crate::smtproutes::{Route, parse_value};
 
 #[derive(Default)]
 pub struct AuthSenders {
-    map: HashMap<Vec<u8>, Route>,
+    /// Key to route, and the line it came from (the last line of a repeated key).
+    map: HashMap<Vec<u8>, (Route, usize)>,
 }
 
 impl AuthSenders {
@@ -44,31 +45,40 @@ impl AuthSenders {
                 ));
             };
             let route = parse_value(value).map_err(|what| syntax("authsenders", n, what))?;
-            map.insert(key.to_ascii_lowercase(), route);
+            map.insert(key.to_ascii_lowercase(), (route, n));
         }
         Ok(AuthSenders { map })
     }
 
     /// True if any line has credentials.
     pub fn has_credentials(&self) -> bool {
-        self.map.values().any(|r| r.credentials().is_some())
+        self.map.values().any(|(r, _)| r.credentials().is_some())
     }
 
     /// The relay for envelope sender `sender`, or `None` when smtproutes decides.
     pub fn lookup(&self, sender: &[u8]) -> Option<Route> {
+        match self.entry(sender)? {
+            (Route::Mx, _) => None,
+            (relay @ Route::Relay { .. }, _) => Some(relay.clone()),
+        }
+    }
+
+    /// The line whose key decides for `sender` (a relay, or `key:` handing over to
+    /// smtproutes), for `qremote-probe`.
+    pub fn matched_line(&self, sender: &[u8]) -> Option<usize> {
+        self.entry(sender).map(|(_, n)| *n)
+    }
+
+    fn entry(&self, sender: &[u8]) -> Option<&(Route, usize)> {
         if self.map.is_empty() {
             return None;
         }
         let sender = sender.to_ascii_lowercase();
         let starts = (0..=sender.len())
             .filter(|&i| i == 0 || i == sender.len() || matches!(sender.get(i), Some(b'.' | b'@')));
-        let found = starts
+        starts
             .filter_map(|i| sender.get(i..))
-            .find_map(|key| self.map.get(key))?;
-        match found {
-            Route::Mx => None,
-            relay @ Route::Relay { .. } => Some(relay.clone()),
-        }
+            .find_map(|key| self.map.get(key))
     }
 }
 
@@ -116,12 +126,16 @@ mod tests {
         assert_eq!(a.lookup(b"other@example.com"), relay("r", Some("u")));
         assert_eq!(a.lookup(b"x@elsewhere.org"), None);
         assert_eq!(AuthSenders::default().lookup(b"x@y"), None);
+        assert_eq!(a.matched_line(b"noauth@example.com"), Some(1));
+        assert_eq!(a.matched_line(b"other@example.com"), Some(2));
+        assert_eq!(a.matched_line(b"x@elsewhere.org"), None);
     }
 
     #[test]
     fn relay_without_credentials_and_last_line_wins() {
         let a = AuthSenders::parse(b"@a.org:one:587|u|pw\n@A.org:two:587\n").unwrap();
         assert_eq!(a.lookup(b"x@a.org"), relay("two", None));
+        assert_eq!(a.matched_line(b"x@a.org"), Some(2));
     }
 
     #[test]

@@ -459,6 +459,26 @@ fn transaction(mut d: Dialogue, caps: Caps, note: TlsNote, policy: &Policy) -> O
 /// SMTP AUTH after the EHLO that follows STARTTLS, when the route has credentials. Returns
 /// the report line naming the user and mechanism. Every failure here moves on to the next
 /// address (as any failure before MAIL does) and can only end as `Z`.
+/// The mechanism a delivery logs in with after the EHLO reply `caps`, or why it cannot
+/// (`tls_up`: that EHLO followed STARTTLS). Shared with `qremote-probe`, which shows it.
+pub fn auth_mechanism(caps: &Caps, tls_up: bool) -> Result<auth::Mechanism, String> {
+    if !tls_up {
+        // The policy was raised to require TLS, so this cannot happen; never send anyway.
+        return Err("TLS is not up".into());
+    }
+    let Some(offered) = &caps.auth else {
+        return Err("it does not offer SMTP AUTH".into());
+    };
+    auth::choose(offered.iter().map(Vec::as_slice)).ok_or_else(|| {
+        let list = offered
+            .iter()
+            .map(|m| outsafe(m))
+            .collect::<Vec<_>>()
+            .join(" ");
+        format!("it offers none of CRAM-MD5, PLAIN and LOGIN (only: {list})")
+    })
+}
+
 fn authenticate(d: &mut Dialogue, caps: &Caps, note: &TlsNote) -> Result<Option<String>, Failure> {
     let Some(creds) = d.job.auth else {
         return Ok(None);
@@ -470,23 +490,7 @@ fn authenticate(d: &mut Dialogue, caps: &Caps, note: &TlsNote) -> Result<Option<
         user: user.clone(),
         why,
     };
-    if !matches!(note, TlsNote::Tls(_)) {
-        // The policy was raised to require TLS, so this cannot happen; never send anyway.
-        return Err(unavailable("TLS is not up".into()));
-    }
-    let Some(offered) = &caps.auth else {
-        return Err(unavailable("it does not offer SMTP AUTH".into()));
-    };
-    let Some(mechanism) = auth::choose(offered.iter().map(Vec::as_slice)) else {
-        let list = offered
-            .iter()
-            .map(|m| outsafe(m))
-            .collect::<Vec<_>>()
-            .join(" ");
-        return Err(unavailable(format!(
-            "it offers none of CRAM-MD5, PLAIN and LOGIN (only: {list})"
-        )));
-    };
+    let mechanism = auth_mechanism(caps, matches!(note, TlsNote::Tls(_))).map_err(unavailable)?;
     let (mut exchange, command) = Exchange::start(mechanism, creds);
     d.send(command.bytes())?;
     loop {

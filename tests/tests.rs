@@ -17,6 +17,7 @@ mod issue7;
 mod package;
 mod postfix;
 mod probe;
+mod probe_auth;
 mod probe_dane;
 mod probe_sts;
 mod scripted;

@@ -4,6 +4,7 @@
 //! connect, greeting, EHLO, STARTTLS, verifier and reports. This file only asks and shows.
 //! Unlike qmail-remote it is run by an admin, so it writes to stdout and stderr freely.
 
+mod auth;
 mod cert;
 mod dane;
 mod json;
@@ -49,6 +50,8 @@ options:
   --peer IP          probe only this address of the route
   --level LEVEL      use TLS level none, may, encrypt or verify instead of the policy
   --json             one JSON object on stdout, for monitoring
+  --sender ADDR      the envelope sender, for control/authsenders (default: <>, the
+                     sender of bounces)
   --no-cache-write   read the MTA-STS policy cache but neither create nor update it (by
                      default the probe fetches and caches a policy as a delivery would)
   --send FROM TO     deliver a test message from FROM to TO through the real delivery path
@@ -74,6 +77,7 @@ struct Opts {
     level: Option<Level>,
     json: bool,
     no_cache_write: bool,
+    sender: Option<String>,
     send: Option<(String, String)>,
     stdin: bool,
 }
@@ -94,6 +98,7 @@ fn parse_args(args: &[String]) -> Result<Option<Opts>, String> {
         level: None,
         json: false,
         no_cache_write: false,
+        sender: None,
         send: None,
         stdin: false,
     };
@@ -114,6 +119,7 @@ fn parse_args(args: &[String]) -> Result<Option<Opts>, String> {
             "--all" => opts.all = true,
             "--json" => opts.json = true,
             "--no-cache-write" => opts.no_cache_write = true,
+            "--sender" => opts.sender = Some(value("an envelope sender")?),
             "--stdin" => opts.stdin = true,
             "--peer" => {
                 let v = value("an IP address")?;
@@ -144,6 +150,9 @@ fn parse_args(args: &[String]) -> Result<Option<Opts>, String> {
     opts.dest = dest.ok_or("no destination")?;
     if opts.stdin && opts.send.is_none() {
         return Err("--stdin goes with --send".into());
+    }
+    if opts.sender.is_some() && opts.send.is_some() {
+        return Err("--send names its own sender: not with --sender".into());
     }
     if opts.no_cache_write && opts.send.is_some() {
         return Err(
@@ -348,16 +357,23 @@ impl PeerRun {
 
 /// What the route section shows.
 struct RouteInfo {
-    /// `smtproutes`, `command line`, `mx` or `literal`.
+    /// `authsenders`, `smtproutes`, `command line`, `mx` or `literal`.
     kind: &'static str,
     line: Option<usize>,
-    /// The smtproutes line with any password hidden, or the command-line relay.
+    /// The authsenders or smtproutes line with any password hidden, or the command-line relay.
     text: Option<String>,
     relay: Option<(String, u16)>,
+    /// The envelope sender authsenders was asked about (`--sender`, else `<>`).
+    sender: String,
+    /// A `sender:` line of control/authsenders that hands this sender over to smtproutes.
+    handed_over: Option<usize>,
+    /// The user name of the route's credentials (never the password).
+    user: Option<String>,
 }
 
-/// An smtproutes line for display: a sagredo-style `relay:port|user|password` keeps the user
-/// and hides the password; anything unprintable becomes '?'.
+/// A control file line for display: a sagredo-style `relay:port|user|password` keeps the user
+/// and hides the password (everything after the second `|`, which may itself hold `|`);
+/// anything unprintable becomes '?'.
 fn mask_credentials(line: &[u8]) -> String {
     let mut parts = line.splitn(3, |&b| b == b'|');
     let mut out = String::from_utf8_lossy(&sanitize(parts.next().unwrap_or_default())).into_owned();
@@ -371,47 +387,54 @@ fn mask_credentials(line: &[u8]) -> String {
     out.replace('\n', "?")
 }
 
-fn route_info(cfg: &Config, host: &[u8], relay: Option<(&str, u16)>) -> RouteInfo {
-    let route = cfg.routes.lookup(host);
+/// Line `n` of `control/<file>`, credentials masked.
+fn masked_line(file: &str, n: usize) -> Option<String> {
+    let raw = control::read_file(file).ok().flatten().unwrap_or_default();
+    control::lines(&raw)
+        .find(|(i, _)| *i == n)
+        .map(|(_, l)| mask_credentials(l))
+}
+
+fn route_info(
+    cfg: &Config,
+    host: &[u8],
+    sender: &[u8],
+    route: &Route,
+    relay: Option<(&str, u16)>,
+) -> RouteInfo {
     let relay_of = |r: &Route| match r {
         Route::Relay { host, port, .. } => Some((outsafe(host), *port)),
         Route::Mx => None,
     };
+    let by_sender = cfg.authsenders.lookup(sender).is_some();
+    let sender_line = cfg.authsenders.matched_line(sender);
+    let mut info = RouteInfo {
+        kind: "mx",
+        line: None,
+        text: None,
+        relay: None,
+        sender: outsafe(sender),
+        handed_over: sender_line.filter(|_| !by_sender),
+        user: route.credentials().map(|c| outsafe(c.user())),
+    };
     if let Some((h, p)) = relay {
-        return RouteInfo {
-            kind: "command line",
-            line: None,
-            text: Some(format!("{h}:{p}")),
-            relay: Some((h.to_string(), p)),
-        };
+        info.kind = "command line";
+        info.text = Some(format!("{h}:{p}"));
+        info.relay = Some((h.to_string(), p));
+    } else if let (true, Some(n)) = (by_sender, sender_line) {
+        info.kind = "authsenders";
+        info.line = Some(n);
+        info.text = masked_line("authsenders", n);
+        info.relay = relay_of(route);
+    } else if let Some((_, n)) = cfg.routes.matched_line(host) {
+        info.kind = "smtproutes";
+        info.line = Some(n);
+        info.text = masked_line("smtproutes", n);
+        info.relay = relay_of(route);
+    } else if route::literal(host).is_some() {
+        info.kind = "literal";
     }
-    match cfg.routes.matched_line(host) {
-        Some((_, n)) => {
-            let raw = control::read_file("smtproutes")
-                .ok()
-                .flatten()
-                .unwrap_or_default();
-            let text = control::lines(&raw)
-                .find(|(i, _)| *i == n)
-                .map(|(_, l)| mask_credentials(l));
-            RouteInfo {
-                kind: "smtproutes",
-                line: Some(n),
-                text,
-                relay: relay_of(&route),
-            }
-        }
-        None => RouteInfo {
-            kind: if route::literal(host).is_some() {
-                "literal"
-            } else {
-                "mx"
-            },
-            line: None,
-            text: None,
-            relay: None,
-        },
-    }
+    info
 }
 
 fn dns_error(e: &DnsError) -> String {
@@ -453,16 +476,20 @@ fn probe(opts: &Opts) -> Exit {
                 Ok(r) => cfg.routes = r,
                 Err(f) => return fail_early(opts, "relay", &f.report()),
             }
+            // The relay given decides alone: no sender's authsenders line replaces it.
+            cfg.authsenders = Default::default();
             h.as_bytes().to_vec()
         }
         None => opts.dest.as_bytes().to_vec(),
     };
-    let route_info = route_info(&cfg, &host, relay);
+    let sender = opts.sender.as_deref().unwrap_or_default().as_bytes();
+    // authsenders by envelope sender, then smtproutes: the delivery's own choice.
+    let route = route::route(&cfg, &host, sender);
+    let route_info = route_info(&cfg, &host, sender, &route, relay);
     let resolver: Vec<String> = Resolver::from_config()
         .map(|r| r.servers().iter().map(ToString::to_string).collect())
         .unwrap_or_default();
     trace::start();
-    let route = cfg.routes.lookup(&host);
     let peers = route::peers(&cfg, &host, &route);
     let mut lookups = trace::take();
     let mut tls = match Tls::load() {
@@ -511,7 +538,7 @@ fn probe(opts: &Opts) -> Exit {
     }
     let env = Envelope {
         host: host.clone(),
-        sender: Vec::new(),
+        sender: sender.to_vec(),
         recipients: Vec::new(),
         utf8: false,
     };
@@ -615,7 +642,19 @@ fn attempts(job: &mut Job, peer: &Peer, policy: &Policy) -> Vec<Attempt> {
         };
         let elapsed = start.elapsed();
         let source = tcp.local_addr().ok();
-        let p = session::probe(job, peer, tcp, policy, plain_because.clone());
+        let mut p = session::probe(job, peer, tcp, policy, plain_because.clone());
+        // A delivery with credentials logs in before MAIL FROM; where it could not, it goes
+        // on to the next address (the password itself is only tried by --send).
+        if let (Some(creds), ProbeOutcome::Ready(caps, line)) = (job.auth, &p.outcome)
+            && let Err(why) = session::auth_mechanism(caps, p.session.is_some())
+        {
+            let f = Failure::AuthUnavailable {
+                ip: peer.ip,
+                user: outsafe(creds.user()),
+                why,
+            };
+            p.outcome = ProbeOutcome::Next(f, Some(line.clone()));
+        }
         let retry = match &p.outcome {
             ProbeOutcome::RetryPlain(why) => {
                 Some(format!("TLS failed, retried in plaintext: {why}"))
@@ -745,7 +784,32 @@ impl Context<'_> {
             }
         );
         let r = &self.route;
+        if self.opts.sender.is_some() || control::exists("authsenders") {
+            println!(
+                "envelope sender: <{}>{}",
+                r.sender,
+                if self.opts.sender.is_some() {
+                    ""
+                } else {
+                    " (control/authsenders routes by sender: give --sender)"
+                }
+            );
+        }
+        if let Some(n) = r.handed_over {
+            println!(
+                "control/authsenders line {n}: {} (this sender is routed by smtproutes)",
+                masked_line("authsenders", n).unwrap_or_default()
+            );
+        }
         match r.kind {
+            "authsenders" => println!(
+                "route: control/authsenders line {}: {} (relay {}, no MX lookup)",
+                r.line.unwrap_or(0),
+                r.text.as_deref().unwrap_or("?"),
+                r.relay
+                    .as_ref()
+                    .map_or("?".into(), |(h, p)| format!("{h} port {p}"))
+            ),
             "smtproutes" => println!(
                 "route: control/smtproutes line {}: {}{}",
                 r.line.unwrap_or(0),
@@ -761,6 +825,12 @@ impl Context<'_> {
             ),
             "literal" => println!("route: IP address literal (no smtproutes entry, no DNS)"),
             _ => println!("route: MX lookup (no smtproutes entry)"),
+        }
+        if let Some(user) = &r.user {
+            println!(
+                "credentials: user {user}, password not shown; a delivery logs in after \
+                 STARTTLS and requires TLS it can verify"
+            );
         }
         if !lookups.is_empty() {
             println!("DNS (resolver {}):", self.resolver.join(", "));
@@ -850,7 +920,12 @@ impl Context<'_> {
                 println!("  {line}");
             }
             for a in &run.attempts {
-                show_attempt(a, self.found(), run.policy.dane().is_some());
+                show_attempt(
+                    a,
+                    self.found(),
+                    run.policy.dane().is_some(),
+                    self.route.user.as_deref(),
+                );
             }
         }
         let unprobed = runs
@@ -879,6 +954,12 @@ impl Context<'_> {
         let r = &self.route;
         let route = Json::Obj(vec![
             ("kind", Json::str(r.kind)),
+            ("sender", Json::str(r.sender.clone())),
+            (
+                "authsenders_handover",
+                r.handed_over.map_or(Json::Null, |n| Json::Num(n as i64)),
+            ),
+            ("user", Json::opt_str(r.user.clone())),
             ("line", r.line.map_or(Json::Null, |n| Json::Num(n as i64))),
             ("text", Json::opt_str(r.text.clone())),
             (
@@ -963,7 +1044,7 @@ impl Context<'_> {
                         Json::Arr(
                             run.attempts
                                 .iter()
-                                .map(|a| attempt_json(a, self.found()))
+                                .map(|a| attempt_json(a, self.found(), self.route.user.as_deref()))
                                 .collect(),
                         ),
                     ),
@@ -1025,7 +1106,8 @@ fn peer_text(p: &Peer) -> String {
 }
 
 /// `dane`: the policy authenticates by TLSA records (whose verifier refuses at any level).
-fn show_attempt(a: &Attempt, sts: Option<&Sts>, dane: bool) {
+/// `user`: the user name of the route's credentials.
+fn show_attempt(a: &Attempt, sts: Option<&Sts>, dane: bool, user: Option<&str>) {
     if let Some(why) = &a.plain_because {
         println!("  new connection without STARTTLS, as a delivery would ({why})");
     }
@@ -1066,6 +1148,13 @@ fn show_attempt(a: &Attempt, sts: Option<&Sts>, dane: bool) {
                     Err(why) => println!("    {source}: {why}"),
                 }
             }
+        }
+    }
+    if let Some(p) = &a.probe
+        && !p.ehlo.is_empty()
+    {
+        for line in auth::text(&auth::view(p, user), user) {
+            println!("  {line}");
         }
     }
     let (state, report, line) = verdict(a, sts);
@@ -1156,7 +1245,7 @@ fn cert_json(der: &[u8]) -> Json {
     }
 }
 
-fn attempt_json(a: &Attempt, sts: Option<&Sts>) -> Json {
+fn attempt_json(a: &Attempt, sts: Option<&Sts>, user: Option<&str>) -> Json {
     let (state, report, line) = verdict(a, sts);
     let p = a.probe.as_ref();
     let tls = p.and_then(|p| p.session.as_ref()).map_or(Json::Null, |s| {
@@ -1231,6 +1320,11 @@ fn attempt_json(a: &Attempt, sts: Option<&Sts>) -> Json {
             Json::Arr(p.map_or(Vec::new(), |p| {
                 p.certs.iter().map(|c| cert_json(c)).collect()
             })),
+        ),
+        (
+            "auth",
+            p.filter(|p| !p.ehlo.is_empty())
+                .map_or(Json::Null, |p| auth::json(&auth::view(p, user))),
         ),
         ("tls_line", Json::opt_str(line)),
         ("state", Json::str(state)),
