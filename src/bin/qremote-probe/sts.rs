@@ -153,14 +153,24 @@ impl View {
 
     /// The `MTA-STS` section of the text output.
     pub fn text(&self) {
-        println!("MTA-STS for {}:", self.domain);
         let t = match &self.trace {
             Err(s) => {
+                println!("MTA-STS for {}:", self.domain);
                 println!("  {}", skipped_text(s));
                 return;
             }
             Ok(t) => t,
         };
+        if t.txt == Txt::Absent && t.cache == CacheFile::Absent && self.sts.line.is_none() {
+            // Most domains: one line.
+            println!(
+                "MTA-STS for {}: none (no _mta-sts TXT record, nothing cached; a delivery adds \
+                 no MTA-STS line)",
+                self.domain
+            );
+            return;
+        }
+        println!("MTA-STS for {}:", self.domain);
         let txt = match &t.txt {
             Txt::Published(id) => format!("v=STSv1, id {id}"),
             Txt::Absent => "none".into(),
