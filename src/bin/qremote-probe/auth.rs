@@ -31,25 +31,32 @@ pub fn view(p: &Probe, user: Option<&str>) -> AuthView {
 }
 
 pub fn text(v: &AuthView, user: Option<&str>) -> Vec<String> {
+    let (Some(u), Some(chosen)) = (user, &v.chosen) else {
+        // Without credentials AUTH plays no part: only say what the server offers.
+        return v
+            .offered
+            .iter()
+            .map(|m| {
+                format!(
+                    "AUTH offered: {} (no credentials for this route: a delivery does not log in)",
+                    m.join(" ")
+                )
+            })
+            .collect();
+    };
     let offered = match &v.offered {
         Some(m) if m.is_empty() => "AUTH offered with no mechanisms".to_string(),
         Some(m) => format!("AUTH offered: {}", m.join(" ")),
         None => "AUTH not offered".to_string(),
     };
-    let mut out = vec![offered];
-    match (&v.chosen, user) {
-        (Some(Ok(m)), Some(u)) => out.push(format!(
+    let outcome = match chosen {
+        Ok(m) => format!(
             "AUTH: a delivery would authenticate as {u} with {m} (the probe sends no \
              credentials: only --send shows whether the password is accepted)"
-        )),
-        (Some(Err(why)), Some(u)) => out.push(format!(
-            "AUTH: a delivery could not authenticate as {u}: {why}"
-        )),
-        _ => {
-            out.push("AUTH: no credentials for this route: a delivery does not authenticate".into())
-        }
-    }
-    out
+        ),
+        Err(why) => format!("AUTH: a delivery could not authenticate as {u}: {why}"),
+    };
+    vec![offered, outcome]
 }
 
 pub fn json(v: &AuthView) -> Json {
