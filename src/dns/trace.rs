@@ -86,7 +86,31 @@ fn show(r: &RData) -> String {
             let hex: String = data.iter().map(|b| format!("{b:02x}")).collect();
             format!("{usage} {selector} {matching} {hex}")
         }
-        // Quoted, with bytes outside printable ASCII as '?', as a report would show them.
-        RData::Txt(t) => format!("\"{}\"", crate::report::outsafe(t)),
+        // Quoted, spaces kept (a TXT record is text), `"` and `\` escaped, and bytes outside
+        // printable ASCII as '?'.
+        RData::Txt(t) => {
+            let text: String = t
+                .iter()
+                .map(|&b| match b {
+                    b'"' | b'\\' => format!("\\{}", b as char),
+                    b' '..=b'~' => (b as char).to_string(),
+                    _ => "?".into(),
+                })
+                .collect();
+            format!("\"{text}\"")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn txt_is_shown_as_text() {
+        assert_eq!(
+            show(&RData::Txt(b"v=STSv1; id=\"1\"\\\x07".to_vec())),
+            "\"v=STSv1; id=\\\"1\\\"\\\\?\""
+        );
     }
 }
