@@ -33,7 +33,7 @@ fn an_enforce_policy_is_fetched_cached_and_raises_the_level() {
     let home = cache_home();
     let r = probe(&home, &["enforce.sts.test"]);
     r.code(0)
-        .has("TXT _mta-sts.enforce.sts.test: \"v=STSv1;")
+        .has("TXT _mta-sts.enforce.sts.test: \"v=STSv1; id=1\" [DNSSEC: not validated, AD=0]")
         .has("MTA-STS for enforce.sts.test:\n")
         .has("  TXT _mta-sts.enforce.sts.test: v=STSv1, id 1\n")
         .has("  cache mtasts/enforce.sts.test: absent\n")
