@@ -195,3 +195,27 @@ fn an_override_line_means_no_tlsa_lookup() {
         "control/tlspolicy (domain, override)"
     );
 }
+
+#[test]
+#[ignore = "needs real peers: scripts/test"]
+fn dane_wins_over_mta_sts_for_an_unlisted_mx_and_the_probe_says_so() {
+    // both.dane.test: an enforce policy listing only mx-dead; mx-dane has usable TLSA records.
+    let home = crate::probe::home();
+    let r = probe(&home, &["--all", "both.dane.test"]);
+    r.has("policy in force: mode enforce, id 1 (fetched now)")
+        .has(
+            "  MTA-STS: not applied: DANE applies to this MX (RFC 8461 section 2); kept although \
+         the policy does not list it\n",
+        );
+    assert!(!r.stdout.contains("drops"), "{}", r.dump());
+    let (_, j) = json(&home, "both.dane.test");
+    let dane = j["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "mx-dane.both.dane.test")
+        .cloned()
+        .unwrap_or_else(|| panic!("mx-dane dropped\n{}", r.dump()));
+    assert_eq!(dane["mta_sts"]["verdict"], "dane");
+    assert_eq!(dane["dane"]["state"], "usable");
+}

@@ -521,7 +521,7 @@ fn probe(opts: &Opts) -> Exit {
     if trace.as_ref().is_ok_and(|t| t.store == Store::Written) {
         sts::give_to_cache_owner(&host);
     }
-    let (peers, dropped) = found.split(peers, |p| tls.overridden(p, &host));
+    let (peers, dropped) = found.split(peers, |p| tls.sts_exempt(p, &host));
     tls.set_sts(found.active.clone());
     let no_mx = peers
         .is_empty()

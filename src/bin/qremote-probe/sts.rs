@@ -398,6 +398,14 @@ pub fn peer_text(run: &PeerRun, sts: Option<&Sts>) -> Option<String> {
             if listed { "lists" } else { "does not list" }
         ),
         None if run.peer.relay || run.peer.name.is_empty() => return None,
+        None if p.dane().is_some() => format!(
+            "MTA-STS: not applied: DANE applies to this MX (RFC 8461 section 2){}",
+            if active.policy.allows(&run.peer.name) {
+                ""
+            } else {
+                "; kept although the policy does not list it"
+            }
+        ),
         None => format!(
             "MTA-STS: not consulted for this MX (override line in control/tlspolicy{})",
             if active.policy.allows(&run.peer.name) {
@@ -417,6 +425,7 @@ pub fn peer_json(run: &PeerRun, sts: Option<&Sts>) -> Json {
     let (verdict, listed) = match p.sts {
         Some(StsVerdict::Enforce) => ("enforce", Json::Bool(true)),
         Some(StsVerdict::Testing { listed }) => ("testing", Json::Bool(listed)),
+        None if p.dane().is_some() => ("dane", Json::Null),
         None => ("not-consulted", Json::Null),
     };
     Json::Obj(vec![
