@@ -333,3 +333,32 @@ fn the_probe_never_creates_the_cache_directory_and_leaves_files_to_its_owner() {
     let dir = std::fs::metadata(&dir).unwrap();
     assert_eq!((file.uid(), file.gid()), (dir.uid(), dir.gid()));
 }
+
+#[test]
+fn cache_and_sender_options_do_not_go_with_send() {
+    let home = QmailHome::new();
+    for (args, why) in [
+        (
+            &[
+                "--no-cache-write",
+                "--send",
+                "a@b.test",
+                "c@d.test",
+                "d.test",
+            ][..],
+            "not with --no-cache-write",
+        ),
+        (
+            &[
+                "--sender", "a@b.test", "--send", "a@b.test", "c@d.test", "d.test",
+            ],
+            "not with --sender",
+        ),
+        (&["--sender"], "--sender needs an envelope sender"),
+    ] {
+        let r = probe(&home, args);
+        r.code(3);
+        assert!(r.stderr.contains(why), "{}", r.dump());
+        assert!(!home.path().join("mtasts").exists());
+    }
+}
