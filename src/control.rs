@@ -276,11 +276,16 @@ pub fn syntax(file: &'static str, line: usize, what: &str) -> Failure {
 }
 
 fn read_outgoing() -> Result<Vec<IpAddr>, Failure> {
-    let Some(data) = read_file("outgoingip")? else {
-        return Ok(Vec::new());
-    };
+    match read_file("outgoingip")? {
+        Some(data) => parse_outgoing(&data),
+        None => Ok(Vec::new()),
+    }
+}
+
+/// `control/outgoingip`: at most one address per family; `0.0.0.0` and `::` are skipped.
+pub fn parse_outgoing(data: &[u8]) -> Result<Vec<IpAddr>, Failure> {
     let mut out: Vec<IpAddr> = Vec::new();
-    for (n, line) in lines(&data) {
+    for (n, line) in lines(data) {
         // The first word is the address; the rest of the line (a comment, say) is ignored, as
         // the outgoingip patches' ip_scan ignores what follows the address.
         let word = line
@@ -307,9 +312,14 @@ fn read_outgoing() -> Result<Vec<IpAddr>, Failure> {
 }
 
 fn read_addr_pref() -> Result<AddrPref, Failure> {
-    let Some(line) = read_line("addresspreference")? else {
-        return Ok(AddrPref::V4First);
-    };
+    match read_line("addresspreference")? {
+        Some(line) => parse_addr_pref(&line),
+        None => Ok(AddrPref::V4First),
+    }
+}
+
+/// `control/addresspreference`'s first line.
+pub fn parse_addr_pref(line: &[u8]) -> Result<AddrPref, Failure> {
     Ok(match line.to_ascii_lowercase().as_slice() {
         b"ipv4" => AddrPref::V4First,
         b"ipv6" => AddrPref::V6First,
@@ -326,6 +336,19 @@ fn read_addr_pref() -> Result<AddrPref, Failure> {
     })
 }
 
+/// The name sent in EHLO/HELO: no white space or control characters (they would end the
+/// command early or inject another).
+pub fn check_helohost(helohost: &[u8]) -> Result<(), Failure> {
+    if helohost.iter().any(|&b| b <= b' ' || b == 127) {
+        return Err(syntax(
+            "helohost",
+            1,
+            "white space or control characters in the name",
+        ));
+    }
+    Ok(())
+}
+
 impl Config {
     /// Reads every control file qmail-remote needs before routing. TLS files are read later
     /// (`tlspolicy` after routing, the rest only when a connection reaches STARTTLS).
@@ -335,13 +358,7 @@ impl Config {
             Some(h) => h,
             None => me.ok_or(Failure::ControlMissing)?,
         };
-        if helohost.iter().any(|&b| b <= b' ' || b == 127) {
-            return Err(syntax(
-                "helohost",
-                1,
-                "white space or control characters in the name",
-            ));
-        }
+        check_helohost(&helohost)?;
         let routes = match read_secret_file("smtproutes")? {
             Some(data) => Routes::parse(&data)?,
             None => Routes::default(),

@@ -15,6 +15,8 @@
     clippy::panic
 )]
 
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod trace;
 mod transport;
 mod wire;

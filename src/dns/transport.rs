@@ -40,7 +40,7 @@ pub(crate) struct Query<'a> {
 impl Query<'_> {
     /// Is this response ours? A response without a question section is accepted only as an
     /// error (some servers send FORMERR or REFUSED without echoing the question).
-    fn matches(&self, h: &Header, q: Option<&Question>) -> bool {
+    pub(crate) fn matches(&self, h: &Header, q: Option<&Question>) -> bool {
         h.id == self.id
             && h.qr()
             && h.opcode() == 0

@@ -76,7 +76,6 @@ impl Name {
         (wire.len() <= MAX_NAME).then_some(Name(wire))
     }
 
-    #[cfg(test)]
     pub(crate) fn wire(&self) -> &[u8] {
         &self.0
     }

@@ -175,6 +175,7 @@ impl Table {
         }
     }
 
+    /// Parses the contents of `control/tlspolicy`.
     pub fn parse(data: &[u8]) -> Result<Table, Failure> {
         let mut entries = Vec::new();
         for (n, line) in control::lines(data) {

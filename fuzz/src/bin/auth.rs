@@ -1,4 +1,4 @@
-//! The SMTP AUTH client exchange driven by arbitrary server replies: the first byte picks the
+//! The SMTP AUTH client exchange (src/auth.rs) driven by arbitrary server replies: the first byte picks the
 //! mechanism, the rest is the server's side, line by line. Nothing may panic, every line the
 //! client would send is one CRLF-terminated line, and every exchange ends.
 #![no_main]
