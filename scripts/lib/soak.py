@@ -494,7 +494,7 @@ def crlf(data):
 def plan_delivery(rng):
     r = rng.random()
     plan = {"fault": None, "fault_rcpt": 0, "dns": None, "refused": False}
-    nrcpt = 1 if rng.random() < 0.85 else rng.randint(2, 3)
+    nrcpt = 1 if rng.random() < 0.75 else rng.randint(2, 3)
     plan["rcpt_codes"] = [rng.choices([250, 450, 550], weights=[80, 10, 10])[0] for _ in range(nrcpt)]
     plan["tls"] = rng.random() < 0.35
     if r < 0.20:
