@@ -22,6 +22,11 @@ QREMOTE_PACKAGES=(
 	# test for, hence the copyright file, which Debian keeps even in slim images).
 	"sasl2-bin:/usr/sbin/saslpasswd2"
 	"libsasl2-modules:/usr/share/doc/libsasl2-modules/copyright"
+	# The fuzz targets (libfuzzer-sys builds libFuzzer with the C++ compiler) and the fault
+	# soak (scripted servers in Python 3, peak RSS per delivery from GNU time).
+	"g++:/usr/bin/g++"
+	"python3:/usr/bin/python3"
+	"time:/usr/bin/time"
 )
 
 ensure_packages() {
