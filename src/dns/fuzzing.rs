@@ -174,3 +174,39 @@ pub fn resolv_conf(data: &[u8]) -> (Vec<SocketAddr>, Option<Duration>, Option<u3
     let c = super::parse_resolv_conf(data);
     (c.servers, c.timeout, c.attempts)
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+
+    /// ID 7, QR RD RA, question mx.qremote.test A, one answer 127.0.0.25 (compressed owner).
+    fn response() -> Vec<u8> {
+        let mut m = vec![0, 7, 0x81, 0x80, 0, 1, 0, 1, 0, 0, 0, 0];
+        m.extend_from_slice(b"\x02mx\x07qremote\x04test\x00\x00\x01\x00\x01");
+        m.extend_from_slice(&[0xC0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 127, 0, 0, 25]);
+        m
+    }
+
+    #[test]
+    fn entry_points_run_the_resolver_code() {
+        let m = response();
+        let a = Record::A(Ipv4Addr::new(127, 0, 0, 25));
+        assert_eq!(
+            answer(b"MX.qremote.test.", wire::TYPE_A, &m),
+            Verdict::Records(vec![a.clone()])
+        );
+        assert_eq!(answer(b"other.test", wire::TYPE_A, &m), Verdict::Ignored);
+        assert_eq!(
+            answer(b"mx.qremote.test", wire::TYPE_MX, &m),
+            Verdict::Ignored
+        );
+        let d = decode(&m).unwrap();
+        assert_eq!(
+            d.answers,
+            vec![(b"\x02mx\x07qremote\x04test\x00".to_vec(), a)]
+        );
+        assert_eq!((d.id, d.rcode, d.edns), (7, 0, None));
+        assert!(decode(&m[..m.len() - 1]).is_none());
+    }
+}

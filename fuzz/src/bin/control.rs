@@ -17,7 +17,10 @@ fuzz_target!(|data: &[u8]| {
         if let Some((key, value)) = split_key(line) {
             assert_eq!(key.len() + 1 + value.len(), line.len());
             let keys = suffix_keys(key);
-            assert_eq!(keys.first().map(Vec::as_slice), Some(key.to_ascii_lowercase().as_slice()));
+            assert_eq!(
+                keys.first().map(Vec::as_slice),
+                Some(key.to_ascii_lowercase().as_slice())
+            );
         }
     }
     let first = data.split(|&b| b == b'\n').next().unwrap_or_default();

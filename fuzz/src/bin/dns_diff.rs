@@ -70,7 +70,10 @@ fn theirs(msg: &Message) -> Option<Decoded> {
     let h = msg.header();
     let mut flags = u16::from(u8::from(h.op_code())) << 11;
     for (set, bit) in [
-        (h.message_type() == hickory_proto::op::MessageType::Response, 0x8000),
+        (
+            h.message_type() == hickory_proto::op::MessageType::Response,
+            0x8000,
+        ),
         (h.authoritative(), 0x0400),
         (h.truncated(), 0x0200),
         (h.recursion_desired(), 0x0100),
