@@ -12,6 +12,7 @@ import collections
 import json
 import os
 import random
+import re
 import select
 import socket
 import ssl
@@ -166,13 +167,14 @@ class Conn:
     def close(self):
         try:
             self.raw.shutdown(socket.SHUT_RDWR)
-        except OSError:
+        except (OSError, ValueError):
             pass
         self.raw.close()
         self.entry["end"] = "closed"
         raise Dead("closed")
 
     def silence(self):
+        """Never answers again, but reads (and drops) what the client sends until it leaves."""
         self.entry["end"] = "silent"
         end = time.monotonic() + SERVER_CAP
         self.raw.settimeout(1)
@@ -187,7 +189,14 @@ class Conn:
         self.raw.close()
         raise Dead("silent")
 
-    def reply(self, stage, normal, code_kind=None):
+    def stall(self):
+        """Stops reading and answering: a client still writing the message blocks. Held for
+        longer than the client's timeout, then closed."""
+        self.entry["end"] = "stalled"
+        time.sleep(2 * TIMEOUT_REMOTE + 1)
+        self.close()
+
+    def reply(self, stage, normal):
         """Answers at `stage`: the planned fault, or `normal`. Returns the code sent."""
         f = self.faulty(stage)
         kind = f[1] if f else None
@@ -235,14 +244,20 @@ class Conn:
             self.entry["end"] = "handshake failed: %s" % e.__class__.__name__
             raise Dead("handshake")
         self.entry["tls"] = True
+        # wrap_socket took over the descriptor: from now on close, reset and silence act on
+        # the TLS socket (SO_LINGER and shutdown reach the same TCP connection).
+        self.raw = self.sock
         f = self.faulty("tls_ehlo")
         if f:
             self.event("tls_ehlo", f[1])
             line = self.readline()  # the EHLO inside TLS
             del line
             if f[1] == "garbage":
+                # Bytes under the TLS layer, written through a second descriptor.
                 try:
-                    self.raw.sendall(b"\x17\x03\x03\x00\x10garbage-not-tls")
+                    under = socket.fromfd(self.sock.fileno(), socket.AF_INET, socket.SOCK_STREAM)
+                    under.sendall(b"\x17\x03\x03\x00\x10garbage-not-tls")
+                    under.close()
                 except OSError:
                     pass
                 self.close()
@@ -251,13 +266,16 @@ class Conn:
     def body(self):
         """Reads DATA up to the final dot; returns the un-stuffed body."""
         f = self.faulty("body")
-        cut = random.randint(0, max(0, self.plan["size"] - 1)) if f else None
+        # A big message is cut in its first quarter, so that a stalled server leaves the client
+        # with more than both socket buffers still to write.
+        room = self.plan["size"] // 4 if self.plan.get("big") else self.plan["size"]
+        cut = random.randint(0, max(0, room - 1)) if f else None
         got = bytearray()
         while True:
             line = self.readline()
             if cut is not None and len(got) >= cut:
                 self.event("body", f[1])
-                getattr(self, f[1])()
+                getattr(self, "stall" if f[1] == "silence" else f[1])()
             if line == b".\r\n":
                 self.entry["dot"] = True
                 return bytes(got)
@@ -541,7 +559,14 @@ def parse_reports(out):
             return None, "report text does not end with LF"
         if b"\r" in p:
             return None, "CR in a report"
+        if any(b < 32 and b != 10 or b == 127 for b in p):
+            return None, "a control byte in a report"
     return parts, None
+
+
+# Rust's Debug formatting of an error (`Other(OtherError(..))`, `Io(Custom { kind: .. })`),
+# which an admin should never have to read.
+DEBUG_TEXT = re.compile(rb"\b[A-Z][A-Za-z]*\((?:[A-Z][A-Za-z]*[({]|\")|\b[A-Z][A-Za-z]* \{ [a-z_]+: ")
 
 
 def check(d):
@@ -560,6 +585,8 @@ def check(d):
         bad.append("malformed report: %s: %r" % (why, d["out"][:300]))
         return bad
     verdict = parts[-1]
+    if DEBUG_TEXT.search(d["out"]):
+        bad.append("Rust Debug text in a report: %r" % DEBUG_TEXT.search(d["out"]).group(0))
     letter = verdict[:1].decode()
     d["letter"] = letter
     rletters = [p[:1].decode() for p in parts[:-1]]
@@ -685,6 +712,7 @@ KNOWN = [
     ("SIZE=", "issue 7: SIZE over-counted (CR LF) or under-counted (bare CR) in the queue file"),
     ("a RCPT 5xx was answered but no recipient reports", "issue 7: pipelined RCPT 5xx lost when the connection drops"),
     ("Possible duplicate! though the final dot", "issue 7: Possible duplicate! set before the final block is written"),
+    ("Rust Debug text", "issue 7 (TLS): certificate errors reported in Debug form"),
 ]
 
 
