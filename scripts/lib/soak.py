@@ -851,6 +851,11 @@ def main():
         print("known #%d [%s]: %s (%s)" % (d["n"], fault_name(d["plan"]), v, why))
     if known_found:
         print("known defects: %d deliveries" % len({d["n"] for d, _, _ in known_found}))
+        by_why = collections.defaultdict(set)
+        for d, _, why in known_found:
+            by_why[why].add(d["n"])
+        for why, ns in sorted(by_why.items()):
+            print("  %5d  %s" % (len(ns), why))
     for d, v, _ in violations[:50]:
         print("FAIL #%d [%s tls=%s rcpt=%s]: %s" % (d["n"], fault_name(d["plan"]), d["plan"]["tls"], d["plan"]["rcpt_codes"], v))
         print("     report: %r" % d["out"][:400])
@@ -865,7 +870,8 @@ def main():
         with open(args.json, "w") as f:
             json.dump({
                 "deliveries": len(results), "seconds": elapsed, "seed": seed, "faults": faults,
-                "letters": letters, "violations": len(violations), "known": len(known_found),
+                "letters": letters, "violations": len(violations),
+                "known": collections.Counter(why for _, _, why in known_found),
                 "longest": longest["secs"], "deadline": longest["deadline"], "peak_rss_kb": max(rss),
                 "rss_first_tenth": first, "rss_last_tenth": last,
             }, f, indent=1)
