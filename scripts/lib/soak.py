@@ -51,7 +51,7 @@ REPLY_FAULTS = ["close", "reset", "silence", "4xx", "5xx", "drip_ok", "drip_fore
 FAULTS = (
     [(s, k) for s in STAGES_REPLY for k in REPLY_FAULTS]
     + [("starttls", k) for k in ["close", "reset", "silence", "4xx", "5xx", "malformed"]]
-    + [("handshake", k) for k in ["close", "reset", "silence", "garbage", "after_hello"]]
+    + [("handshake", k) for k in ["close", "reset", "silence", "garbage", "after_hello", "drip_forever"]]
     + [("tls_ehlo", k) for k in ["close", "reset", "garbage"]]
     + [("body", k) for k in ["close", "reset", "silence"]]
     + [("dot", "accept_reset")]
@@ -230,6 +230,17 @@ class Conn:
             self.event("handshake", f[1])
             if f[1] == "garbage":
                 self.send(b"\x15\x03\x03\x00\x02\x02\x28 this is not TLS\r\n")
+                self.close()
+            if f[1] == "drip_forever":
+                # A handshake record whose bytes come one every 0.3 s and never complete it.
+                try:
+                    self.raw.recv(65536)
+                except OSError:
+                    pass
+                self.send(b"\x16\x03\x03\x40\x00")
+                end = time.monotonic() + SERVER_CAP
+                while time.monotonic() < end:
+                    self.send(b"\x00", drip=0.3)
                 self.close()
             if f[1] == "after_hello":
                 try:
@@ -720,6 +731,8 @@ def known(violation, d):
     for prefix, why in KNOWN:
         if violation.startswith(prefix):
             return why
+    if violation.startswith("took ") and d["plan"]["fault"] == ("handshake", "drip_forever"):
+        return "issue 7 (TLS): TLS handshake reads timed one by one (a trickled handshake)"
     if violation.startswith("took ") and d["plan"].get("tls") and d["plan"]["fault"] and "drip" in d["plan"]["fault"][1]:
         return "issue 7: TLS deadlines per socket read (a trickle inside TLS)"
     return None
