@@ -361,6 +361,10 @@ class Conn:
 def smtp_server(slot, stop):
     ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    # A fixed receive buffer (no autotuning, which may grow to tcp_rmem's 32 MB): with the
+    # client's send buffer (at most tcp_wmem's 4 MB) it bounds what a client can have written
+    # past the bytes a stalled server read, so the "final dot never written" check is sound.
+    ls.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 256 * 1024)
     ls.bind((SLOT_IP(slot), 25))
     ls.listen(64)
     ls.settimeout(0.5)
