@@ -7,7 +7,6 @@
 use libfuzzer_sys::fuzz_target;
 use qremote::encode::{Encoder, scan};
 
-
 /// The input with every line end made CR LF (a CR LF pair is one line end).
 fn crlf(input: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(input.len() * 2);
