@@ -644,7 +644,9 @@ def check(d):
     mail_ok = last is not None and last["mail"] is not None and last["mail"] < 300
     if mail_ok and last["end"] in ("closed", "silent", "stalled", "quit", "client closed"):
         for i, code in sorted(last["rcpt"].items()):
-            if code and code >= 500 and i >= len(rletters):
+            if code is None:
+                break  # after a garbage reply the client cannot read the ones behind it
+            if code >= 500 and i >= len(rletters):
                 bad.append("a RCPT 5xx was answered but recipient %d was not reported" % i)
                 break
     # Bounces, per recipient as qmail-rspawn decides: its own h or s, else the verdict.
