@@ -20,8 +20,12 @@ fuzz_target!(|data: &[u8]| {
             port: 25,
             pref: 0,
             relay: false,
+            mx_ad: false,
+            addr_ad: false,
+            expanded: None,
         };
-        let policy = table.policy(&peer, key);
+        let policy = table.policy(&peer, key, None);
         assert!(!policy.source.is_empty());
+        let _ = table.forced(&peer, key);
     }
 });
