@@ -1,6 +1,6 @@
-//! The SMTP AUTH client exchange (src/auth.rs) driven by arbitrary server replies: the first byte picks the
-//! mechanism, the rest is the server's side, line by line. Nothing may panic, every line the
-//! client would send is one CRLF-terminated line, and every exchange ends.
+//! The SMTP AUTH client exchange (src/auth.rs) driven by arbitrary server replies: the first
+//! byte picks the mechanism, the rest is the server's side, line by line. Nothing may panic,
+//! every line the client would send is one CRLF-terminated line, and every exchange ends.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -8,7 +8,9 @@ use qremote::auth::{Credentials, Exchange, Mechanism, Step};
 use qremote::reply::ReplyBuilder;
 
 fn one_line(bytes: &[u8]) {
-    let body = bytes.strip_suffix(b"\r\n").expect("every line ends in CRLF");
+    let body = bytes
+        .strip_suffix(b"\r\n")
+        .expect("every line ends in CRLF");
     assert!(!body.contains(&b'\r') && !body.contains(&b'\n'));
 }
 

@@ -7,7 +7,7 @@ use qremote::control::{lines, split_key};
 use qremote::smtproutes::{Route, Routes};
 
 fn check(route: &Route) {
-    if let Route::Relay { host, port } = route {
+    if let Route::Relay { host, port, .. } = route {
         assert!(*port != 0, "port 0");
         assert!(!host.is_empty(), "empty relay");
         assert!(
