@@ -87,10 +87,12 @@ pub enum Failure {
     NoSmtpUtf8 {
         ip: IpAddr,
     },
-    /// TLS is required and the server did not offer STARTTLS (or refused it).
+    /// TLS is required and the server did not offer STARTTLS (or refused it). `dane`: the
+    /// requirement is published TLSA records, whose authentication this failure defeats.
     TlsNotOffered {
         ip: IpAddr,
         why: String,
+        dane: bool,
     },
     /// TLS is required and the handshake or verification failed.
     TlsFailed {
@@ -248,9 +250,12 @@ impl Failure {
                     "Connected to {ip} but server does not support unicode in email addresses."
                 ),
             ),
-            TlsNotOffered { ip, why } => {
-                temp(Esc(7, 4), &format!("TLS is required, but {ip} {why}."))
-            }
+            // RFC 7672 and issue 8: without STARTTLS a DANE peer cannot be authenticated,
+            // which is a failed security check (X.7.5), not merely a missing feature (X.7.4).
+            TlsNotOffered { ip, why, dane } => temp(
+                Esc(7, if *dane { 5 } else { 4 }),
+                &format!("TLS is required, but {ip} {why}."),
+            ),
             TlsFailed { ip, why } => temp(Esc(7, 5), &format!("TLS with {ip} failed: {why}.")),
             TlsInjection { ip } => temp(
                 Esc(7, 5),
@@ -402,6 +407,7 @@ mod tests {
             Failure::TlsNotOffered {
                 ip,
                 why: "did not offer STARTTLS".into(),
+                dane: false,
             },
             Failure::TlsFailed {
                 ip,

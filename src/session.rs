@@ -271,7 +271,12 @@ fn greet_and_negotiate(
                 policy.level.name(),
                 policy.source
             );
-            return Err(Failure::TlsNotOffered { ip, why }.into());
+            return Err(Failure::TlsNotOffered {
+                ip,
+                why,
+                dane: policy.dane().is_some(),
+            }
+            .into());
         }
         return Ok((caps, TlsNote::Plain("STARTTLS not offered".into())));
     }
@@ -299,7 +304,12 @@ fn greet_and_negotiate(
                 policy.level.name(),
                 policy.source
             );
-            return Err(Failure::TlsNotOffered { ip, why }.into());
+            return Err(Failure::TlsNotOffered {
+                ip,
+                why,
+                dane: policy.dane().is_some(),
+            }
+            .into());
         }
         return Ok((caps, TlsNote::Plain(format!("STARTTLS refused: {said}"))));
     }

@@ -161,7 +161,7 @@ fn no_starttls_with_usable_tlsa() {
         "notls.dane.test",
         &[
             "TLS is required, but 127.0.8.21 did not offer STARTTLS (level dane from DANE: TLSA \
-             records at _25._tcp.mx-notls.dane.test). (#4.7.4)",
+             records at _25._tcp.mx-notls.dane.test). (#4.7.5)",
         ],
     );
 }

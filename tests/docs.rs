@@ -333,6 +333,7 @@ fn examples() -> Vec<(Failure, Vec<(String, &'static str)>)> {
             Failure::TlsNotOffered {
                 ip,
                 why: "why".into(),
+                dane: false,
             },
             none(),
         ),
