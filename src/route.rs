@@ -107,38 +107,12 @@ fn candidates(cfg: &Config, host: &[u8], route: &Route) -> Result<Vec<Peer>, Fai
                     addresses(&mut dns, cfg, relay).map_err(|e| host_error(e, relay))?
                 }
             };
-            let name = if literal(relay).is_some() {
-                Vec::new()
-            } else {
-                relay.clone()
-            };
-            Ok(found
-                .ips
-                .into_iter()
-                .map(|ip| Peer {
-                    name: name.clone(),
-                    ip,
-                    port,
-                    pref: 0,
-                    relay: true,
-                    mx_ad: true,
-                    addr_ad: found.ad,
-                    expanded: found.expanded.clone(),
-                })
-                .collect())
+            let name: &[u8] = if literal(relay).is_some() { b"" } else { relay };
+            Ok(peers_at(found, name, port, 0, true, true))
         }
         Route::Mx => {
             let peers = match literal(host) {
-                Some(ip) => vec![Peer {
-                    name: Vec::new(),
-                    ip,
-                    port: 25,
-                    pref: 0,
-                    relay: false,
-                    mx_ad: false,
-                    addr_ad: false,
-                    expanded: None,
-                }],
+                Some(ip) => peers_at(literal_address(ip), b"", 25, 0, false, false),
                 None => mx_peers(cfg, host)?,
             };
             cut_me(peers, &ipme::addresses())
@@ -156,6 +130,31 @@ fn addresses(dns: &mut Resolver, cfg: &Config, name: &[u8]) -> Result<Addresses,
     } else {
         Ok(found)
     }
+}
+
+/// One peer per address in `found`, all reached through `name` (empty for an IP literal).
+/// `mx_ad` is the AD bit of the answer that chose `name` (see [`Peer::mx_ad`]).
+fn peers_at(
+    found: Addresses,
+    name: &[u8],
+    port: u16,
+    pref: u32,
+    relay: bool,
+    mx_ad: bool,
+) -> Vec<Peer> {
+    let Addresses { ips, ad, expanded } = found;
+    ips.into_iter()
+        .map(|ip| Peer {
+            name: name.to_vec(),
+            ip,
+            port,
+            pref,
+            relay,
+            mx_ad,
+            addr_ad: ad,
+            expanded: expanded.clone(),
+        })
+        .collect()
 }
 
 /// An IP literal: no name, nothing secure about it.
@@ -183,21 +182,7 @@ fn mx_peers(cfg: &Config, host: &[u8]) -> Result<Vec<Peer>, Failure> {
         Ok(_) | Err(DnsError::NoData) => {
             // Implicit MX (RFC 5321 5.1): the domain's own addresses.
             let found = addresses(&mut dns, cfg, host).map_err(|e| host_error(e, host))?;
-            let name = host.to_vec();
-            return Ok(found
-                .ips
-                .into_iter()
-                .map(|ip| Peer {
-                    name: name.clone(),
-                    ip,
-                    port: 25,
-                    pref: 0,
-                    relay: false,
-                    mx_ad: true,
-                    addr_ad: found.ad,
-                    expanded: found.expanded.clone(),
-                })
-                .collect());
+            return Ok(peers_at(found, host, 25, 0, false, true));
         }
         Err(e) => return Err(host_error(e, host)),
     };
@@ -226,18 +211,14 @@ fn mx_peers(cfg: &Config, host: &[u8]) -> Result<Vec<Peer>, Failure> {
                 Err(_) => continue,
             },
         };
-        for ip in found.ips {
-            peers.push(Peer {
-                name: mx.host.clone(),
-                ip,
-                port: 25,
-                pref: u32::from(mx.pref),
-                relay: false,
-                mx_ad,
-                addr_ad: found.ad,
-                expanded: found.expanded.clone(),
-            });
-        }
+        peers.extend(peers_at(
+            found,
+            &mx.host,
+            25,
+            u32::from(mx.pref),
+            false,
+            mx_ad,
+        ));
     }
     match (peers.is_empty(), soft) {
         (false, _) => Ok(peers),
