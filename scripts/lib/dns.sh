@@ -374,6 +374,9 @@ dns_up() {
 		die "unbound on $QREMOTE_DNS_ADDR does not answer within 20 s (see $d/unbound.log)"
 	wait_until 20 dane_validates "$QREMOTE_DNS_ADDR" ||
 		die "unbound on $QREMOTE_DNS_ADDR does not validate dane.test (no AD flag; see $d/unbound.log)"
+	# Asked from the machine's own source address, as qremote asks it (tests/dane.rs).
+	wait_until 20 _dns_answers "$QREMOTE_DANE_UNTRUSTED_DNS" ||
+		die "unbound on [$QREMOTE_DANE_UNTRUSTED_DNS] does not answer within 20 s (see $d/unbound.log)"
 	dane_blackhole_up "$d"
 	say "dns up: nsd $QREMOTE_NSD_ADDR, unbound $QREMOTE_DNS_ADDR"
 }
