@@ -36,7 +36,21 @@ impl Credentials {
     pub fn user(&self) -> &[u8] {
         &self.user
     }
+
+    /// True if some line of an exchange with these credentials would exceed the
+    /// [`MAX_RESPONSE_LINE`] octets a server must accept.
+    pub fn too_long(&self) -> bool {
+        let b64 = |n: usize| n.div_ceil(3) * 4 + 2;
+        let plain = b64(self.user.len() + self.password.len() + 2);
+        let login = b64(self.user.len().max(self.password.len()));
+        let cram = b64(self.user.len() + 33);
+        plain.max(login).max(cram) > MAX_RESPONSE_LINE
+    }
 }
+
+/// RFC 4954 section 4: a server accepts client response lines of up to 12288 octets (the
+/// base64 response and its CR LF), so an exchange never needs a longer one.
+pub const MAX_RESPONSE_LINE: usize = 12288;
 
 impl fmt::Debug for Credentials {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -132,6 +146,9 @@ enum State {
 pub struct Exchange<'c> {
     creds: &'c Credentials,
     state: State,
+    /// Every response sent so far that carries the password or a value derived from it, for
+    /// [`Exchange::hide_secrets`].
+    sent: Vec<Secret>,
 }
 
 fn line(payload: &[u8]) -> Secret {
@@ -144,12 +161,14 @@ fn line(payload: &[u8]) -> Secret {
 impl<'c> Exchange<'c> {
     /// The exchange for `mech`, and the AUTH command that opens it.
     pub fn start(mech: Mechanism, creds: &'c Credentials) -> (Exchange<'c>, Secret) {
+        let mut sent = Vec::new();
         let (state, command) = match mech {
             Mechanism::Plain => {
                 let mut command = b"AUTH PLAIN ".to_vec();
                 base64::encode_into(&plain_response(creds), &mut command);
                 command.extend_from_slice(b"\r\n");
                 if command.len() <= MAX_COMMAND {
+                    sent.push(Secret(plain_response(creds)));
                     (State::Final, command)
                 } else {
                     (State::PlainChallenge, b"AUTH PLAIN\r\n".to_vec())
@@ -158,7 +177,37 @@ impl<'c> Exchange<'c> {
             Mechanism::Login => (State::LoginUser, b"AUTH LOGIN\r\n".to_vec()),
             Mechanism::CramMd5 => (State::CramChallenge, b"AUTH CRAM-MD5\r\n".to_vec()),
         };
-        (Exchange { creds, state }, Secret(command))
+        let exchange = Exchange { creds, state, sent };
+        (exchange, Secret(command))
+    }
+
+    /// `reply` with every copy of the password, of a response sent in this exchange, or of
+    /// their base64 forms replaced by `(hidden)`: some relays echo what they got into their
+    /// refusal, and the refusal goes into the report. Pass the whole reply (read with
+    /// `ReplyBuilder::whole`) and cap it afterwards, so that no secret is cut in two first.
+    pub fn hide_secrets(&self, reply: &Reply) -> Reply {
+        let raw = std::iter::once(self.creds.password.as_slice())
+            .chain(self.sent.iter().map(Secret::bytes));
+        let mut needles: Vec<Vec<u8>> = raw
+            .flat_map(|r| {
+                // Unpadded too, so that an echo with its `=` dropped is caught as well.
+                let b64 = base64::encode(r);
+                let unpadded = b64.strip_suffix(b"==").or(b64.strip_suffix(b"="));
+                let unpadded = unpadded.map(<[u8]>::to_vec).unwrap_or_default();
+                [r.to_vec(), b64, unpadded]
+            })
+            .filter(|n| !n.is_empty())
+            .collect();
+        // Longest first: a base64 form may contain a shorter needle by chance.
+        needles.sort_by_key(|n| std::cmp::Reverse(n.len()));
+        let mut text = reply.text.clone();
+        for needle in &needles {
+            text = replace_all(&text, needle, b"(hidden)");
+        }
+        Reply {
+            code: reply.code,
+            text,
+        }
     }
 
     /// The next step after the server's `reply`.
@@ -189,10 +238,19 @@ impl<'c> Exchange<'c> {
                 let Some(challenge) = base64::decode(text).filter(|c| !c.is_empty()) else {
                     return Step::Abort("the CRAM-MD5 challenge is not base64");
                 };
-                (State::Final, cram_md5_response(self.creds, &challenge))
+                let digest = cram_md5_digest(self.creds, &challenge);
+                let mut response = self.creds.user.clone();
+                response.push(b' ');
+                response.extend_from_slice(&digest);
+                // The digest alone, too: with the challenge it allows a dictionary attack.
+                self.sent.push(Secret(digest));
+                (State::Final, response)
             }
             State::Final | State::Finished => return Step::Abort("internal state"),
         };
+        if state != State::LoginUser {
+            self.sent.push(Secret(payload.clone()));
+        }
         self.state = next;
         Step::Send(line(&payload))
     }
@@ -210,13 +268,30 @@ fn plain_response(creds: &Credentials) -> Vec<u8> {
     .concat()
 }
 
-/// RFC 2195: the user name, a space, and HMAC-MD5(password, challenge) in lowercase hex.
-fn cram_md5_response(creds: &Credentials, challenge: &[u8]) -> Vec<u8> {
-    let digest = hmac_md5(&creds.password, challenge);
-    let mut out = creds.user.clone();
-    out.push(b' ');
-    for b in digest {
-        out.extend_from_slice(format!("{b:02x}").as_bytes());
+/// RFC 2195: HMAC-MD5(password, challenge) in lowercase hex; the response is the user name,
+/// a space, and this.
+fn cram_md5_digest(creds: &Credentials, challenge: &[u8]) -> Vec<u8> {
+    hmac_md5(&creds.password, challenge)
+        .iter()
+        .flat_map(|b| format!("{b:02x}").into_bytes())
+        .collect()
+}
+
+/// `text` with every occurrence of `needle` (not empty) replaced by `with`.
+fn replace_all(text: &[u8], needle: &[u8], with: &[u8]) -> Vec<u8> {
+    if needle.is_empty() {
+        return text.to_vec();
+    }
+    let mut out = Vec::with_capacity(text.len());
+    let mut rest = text;
+    while !rest.is_empty() {
+        if rest.starts_with(needle) {
+            out.extend_from_slice(with);
+            rest = rest.get(needle.len()..).unwrap_or_default();
+        } else if let Some((&b, tail)) = rest.split_first() {
+            out.push(b);
+            rest = tail;
+        }
     }
     out
 }
@@ -352,6 +427,46 @@ mod tests {
             assert!(!text.contains("aHVudGVyMg"), "{text}");
             assert!(!text.contains("AHVzZXIAaHVudGVyMg"), "{text}");
         }
+    }
+
+    #[test]
+    fn echoed_secrets_are_hidden_from_the_refusal() {
+        let c = Credentials::new(b"user", b"hunter2");
+        let (mut x, _) = Exchange::start(Mechanism::Plain, &c);
+        let r = reply("535 5.7.8 no: AHVzZXIAaHVudGVyMg== hunter2 AHVzZXIAaHVudGVyMg user\r\n");
+        assert!(matches!(x.reply(&r), Step::Refused(_)));
+        assert_eq!(
+            x.hide_secrets(&r).text,
+            b"535 5.7.8 no: (hidden) (hidden) (hidden) user\n"
+        );
+        let (mut x, _) = Exchange::start(Mechanism::Login, &c);
+        x.reply(&reply("334 VXNlcm5hbWU6\r\n"));
+        x.reply(&reply("334 UGFzc3dvcmQ6\r\n"));
+        let r = reply("535 dXNlcg== aHVudGVyMg== failed\r\n");
+        assert_eq!(x.hide_secrets(&r).text, b"535 dXNlcg== (hidden) failed\n");
+        let (mut x, _) = Exchange::start(Mechanism::CramMd5, &c);
+        let Step::Send(resp) = x.reply(&reply("334 PDE+\r\n")) else {
+            panic!("no response");
+        };
+        let resp = String::from_utf8(resp.0).unwrap();
+        let decoded = base64::decode(resp.trim().as_bytes()).unwrap();
+        let digest = String::from_utf8(decoded[5..].to_vec()).unwrap();
+        let r = reply(&format!("535 {} {digest}\r\n", resp.trim()));
+        let hidden = String::from_utf8(x.hide_secrets(&r).text).unwrap();
+        assert_eq!(hidden, "535 (hidden) (hidden)\n");
+        assert!(!hidden.contains(&digest[..8]), "{hidden}");
+    }
+
+    #[test]
+    fn credentials_longer_than_a_response_line_are_too_long() {
+        let fits = Credentials::new(b"u", &[b'p'; 9000]);
+        assert!(!fits.too_long());
+        assert!(Credentials::new(b"u", &[b'p'; 9300]).too_long());
+        assert!(Credentials::new(&[b'u'; 9300], b"p").too_long());
+        // The longest that fits really gives lines of at most 12288 octets.
+        let (mut x, first) = Exchange::start(Mechanism::Plain, &fits);
+        assert_eq!(first.0, b"AUTH PLAIN\r\n");
+        assert!(sent(x.reply(&reply("334 \r\n"))).len() <= MAX_RESPONSE_LINE);
     }
 
     /// Fuzz-style: random replies in random order never panic, and every exchange ends

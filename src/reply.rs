@@ -76,7 +76,9 @@ impl Default for ReplyBuilder {
 }
 
 impl ReplyBuilder {
-    fn keeping(keep: usize) -> ReplyBuilder {
+    /// Keeps `keep` bytes of text (for AUTH, whose refusal is cleaned of secrets before it is
+    /// cut to what a report keeps).
+    pub fn keeping(keep: usize) -> ReplyBuilder {
         ReplyBuilder {
             code: None,
             text: Vec::new(),

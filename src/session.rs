@@ -14,7 +14,7 @@ use crate::ehlo::Caps;
 use crate::failure::{Failure, Stage};
 use crate::message::{Message, SendError};
 use crate::reply::{Reply, ReplyBuilder};
-use crate::report::{RcptLetter, Report, outsafe};
+use crate::report::{MAX_SAID, RcptLetter, Report, outsafe};
 use crate::route::Peer;
 use crate::tls::{Level, Policy, StsVerdict, Tls, Verified};
 
@@ -504,7 +504,10 @@ fn authenticate(d: &mut Dialogue, caps: &Caps, note: &TlsNote) -> Result<Option<
     let (mut exchange, command) = Exchange::start(mechanism, creds);
     d.send(command.bytes())?;
     loop {
-        let reply = d.read(Stage::Auth)?;
+        // More than a report keeps, so that a secret the relay echoes at the cut is hidden
+        // whole before the reply is cut.
+        let builder = ReplyBuilder::keeping(MAX_SAID + auth::MAX_RESPONSE_LINE);
+        let reply = d.read_into(Stage::Auth, builder)?;
         match exchange.reply(&reply) {
             auth::Step::Send(response) => d.send(response.bytes())?,
             auth::Step::Done => {
@@ -521,7 +524,7 @@ fn authenticate(d: &mut Dialogue, caps: &Caps, note: &TlsNote) -> Result<Option<
                     ip,
                     mechanism: mechanism.name(),
                     user,
-                    reply,
+                    reply: exchange.hide_secrets(&reply).capped(),
                 });
             }
             auth::Step::Abort(why) => {

@@ -117,10 +117,11 @@ fn split_credentials(value: &[u8]) -> Result<(&[u8], Option<Credentials>), &'sta
     if relay.trim_ascii().is_empty() {
         return Err("credentials without a relay (they are never sent to an MX)");
     }
-    Ok((
-        relay.trim_ascii_end(),
-        Some(Credentials::new(user, password)),
-    ))
+    let creds = Credentials::new(user, password);
+    if creds.too_long() {
+        return Err("user name and password too long for SMTP AUTH (RFC 4954: 12288 octets)");
+    }
+    Ok((relay.trim_ascii_end(), Some(creds)))
 }
 
 /// Parses the part after the key: `relay[:port][|user|password]`, or empty for MX.
@@ -262,6 +263,25 @@ mod tests {
             }
         );
         assert!(matches!(r.lookup(b"c.org"), Route::Relay { port: 26, .. }));
+    }
+
+    /// RFC 4954's 12288-octet response line: credentials that cannot fit are refused when
+    /// the file is read, not sent for the relay to choke on.
+    #[test]
+    fn credentials_too_long_for_a_response_line() {
+        let ok = format!("a:relay|u|{}\n", "p".repeat(9000));
+        assert!(Routes::parse(ok.as_bytes()).unwrap().has_credentials());
+        let long = format!("a:relay|u|{}\n", "p".repeat(9300));
+        match Routes::parse(long.as_bytes()) {
+            Err(Failure::ControlSyntax { line: 1, what, .. }) => {
+                assert!(
+                    what.starts_with("user name and password too long"),
+                    "{what}"
+                )
+            }
+            Err(other) => panic!("{other:?}"),
+            Ok(_) => panic!("parsed"),
+        }
     }
 
     #[test]

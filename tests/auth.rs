@@ -467,3 +467,84 @@ fn auth_over_smtps_port_465() {
     let transcript = server.finish().remove(0);
     assert!(!String::from_utf8_lossy(&transcript).contains("STARTTLS"));
 }
+
+/// A relay that echoes what it got into its refusal (seen in the wild: "535 bad auth: <blob>")
+/// must not get the password or its base64 into the report.
+#[test]
+fn an_echo_of_the_credentials_in_a_refusal_is_hidden() {
+    let plain = relay(1, &["AUTH PLAIN"], |_, t| {
+        let line = t.expect("AUTH PLAIN ");
+        let blob = &line["AUTH PLAIN ".len()..];
+        t.send(&format!(
+            "535-5.7.8 rejected {blob}\r\n535 5.7.8 pw {PASSWORD}\r\n"
+        ));
+        assert_eq!(t.line(), "QUIT");
+    });
+    let out = run(&home_via(&plain, Some("encrypt")));
+    out.expect(
+        "Z",
+        "(AUTH PLAIN) was rejected.\nRemote host said: 535-5.7.8 rejected (hidden)\n535 5.7.8 pw (hidden)\nTLS: ",
+    );
+    plain.finish();
+    let login = relay(1, &["AUTH LOGIN"], |_, t| {
+        t.expect("AUTH LOGIN");
+        t.send("334 VXNlcm5hbWU6\r\n");
+        t.line();
+        t.send("334 UGFzc3dvcmQ6\r\n");
+        let pw = t.line();
+        t.send(&format!("535 5.7.8 bad password {pw}\r\n"));
+        assert_eq!(t.line(), "QUIT");
+    });
+    let out = run(&home_via(&login, Some("encrypt")));
+    out.expect(
+        "Z",
+        "(AUTH LOGIN) was rejected.\nRemote host said: 535 5.7.8 bad password (hidden)\nTLS: ",
+    );
+    login.finish();
+    // An echo where a report cuts the reply: no prefix of it survives the cut either.
+    let long = relay(1, &["AUTH PLAIN"], |_, t| {
+        let line = t.expect("AUTH PLAIN ");
+        let pad = "x".repeat(4980);
+        t.send(&format!(
+            "535 5.7.8 {pad} {}\r\n",
+            &line["AUTH PLAIN ".len()..]
+        ));
+        assert_eq!(t.line(), "QUIT");
+    });
+    let out = run(&home_via(&long, Some("encrypt")));
+    out.expect("Z", "(AUTH PLAIN) was rejected.");
+    let blob = b64(format!("\0{USER}\0{PASSWORD}").as_bytes());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!text.contains(&blob[..6]), "{text}");
+    long.finish();
+}
+
+/// Capabilities come from the EHLO after STARTTLS only: what the relay said in plaintext does
+/// not count, in either direction.
+#[test]
+fn auth_keywords_before_starttls_do_not_count() {
+    let cfg = server_config(false);
+    let server = Scripted::start_with(2, move |i, c| {
+        let mut t = upgrade(c, &["STARTTLS", "AUTH CRAM-MD5 PLAIN LOGIN"], cfg.clone());
+        if i == 0 {
+            t.send(&ehlo_reply(&["AUTH LOGIN"]));
+            t.expect("AUTH LOGIN");
+            t.send("334 VXNlcm5hbWU6\r\n");
+            t.line();
+            t.send("334 UGFzc3dvcmQ6\r\n");
+            t.line();
+            t.send("235 ok\r\n");
+            accept(&mut t);
+        } else {
+            t.send(&ehlo_reply(&["PIPELINING"]));
+            assert_eq!(t.line(), "QUIT");
+        }
+        t.drain();
+        t.transcript
+    });
+    let out = run(&home_via(&server, Some("encrypt")));
+    out.expect("rK", "AUTH: authenticated as me@example.net with LOGIN.");
+    let out = run(&home_via(&server, Some("encrypt")));
+    out.expect("Z", "it does not offer SMTP AUTH");
+    server.finish();
+}
