@@ -479,6 +479,9 @@ pub fn auth_mechanism(caps: &Caps, tls_up: bool) -> Result<auth::Mechanism, Stri
     let Some(offered) = &caps.auth else {
         return Err("it does not offer SMTP AUTH".into());
     };
+    if offered.is_empty() {
+        return Err("its AUTH keyword lists no mechanism".into());
+    }
     auth::choose(offered.iter().map(Vec::as_slice)).ok_or_else(|| {
         let list = offered
             .iter()

@@ -299,6 +299,14 @@ fn no_auth_or_no_known_mechanism_is_z_and_nothing_is_sent_unauthenticated() {
         "it offers none of CRAM-MD5, PLAIN and LOGIN (only: XOAUTH2 GSSAPI)",
     );
     server.finish();
+
+    let server = relay(1, &["AUTH"], |_, t| assert_eq!(t.line(), "QUIT"));
+    let out = run(&home_via(&server, Some("encrypt")));
+    out.expect(
+        "Z",
+        "cannot log in as me@example.net: its AUTH keyword lists no mechanism. Not sending",
+    );
+    server.finish();
 }
 
 #[test]
