@@ -255,11 +255,7 @@ fn every_refusal_is_z_with_the_servers_text_and_nothing_more_is_read() {
 #[test]
 fn login_535_after_the_password_does_not_hang() {
     let server = relay(1, &["AUTH LOGIN"], |_, t| {
-        t.expect("AUTH LOGIN");
-        t.send("334 VXNlcm5hbWU6\r\n");
-        t.line();
-        t.send("334 UGFzc3dvcmQ6\r\n");
-        t.line();
+        login_prompts(t);
         t.send("535 5.7.8 Error: authentication failed\r\n");
         assert_eq!(t.line(), "QUIT");
     });
@@ -476,55 +472,61 @@ fn auth_over_smtps_port_465() {
     assert!(!String::from_utf8_lossy(&transcript).contains("STARTTLS"));
 }
 
+/// Answers `AUTH LOGIN` with the two usual prompts and returns the password line.
+fn login_prompts(t: &mut TlsClient) -> String {
+    t.expect("AUTH LOGIN");
+    t.send("334 VXNlcm5hbWU6\r\n");
+    t.line();
+    t.send("334 UGFzc3dvcmQ6\r\n");
+    t.line()
+}
+
+/// One delivery through a relay that refuses `AUTH <mechanism>` with `refusal(response)`, where
+/// `response` is the last line the client sent.
+fn refused_with(mechanism: &'static str, refusal: fn(&str) -> String) -> Outcome {
+    let keywords: &'static [&'static str] = if mechanism == "PLAIN" {
+        &["AUTH PLAIN"]
+    } else {
+        &["AUTH LOGIN"]
+    };
+    let server = relay(1, keywords, move |_, t| {
+        let response = if mechanism == "PLAIN" {
+            t.expect("AUTH PLAIN ")["AUTH PLAIN ".len()..].to_string()
+        } else {
+            login_prompts(t)
+        };
+        t.send(&refusal(&response));
+        assert_eq!(t.line(), "QUIT");
+    });
+    let out = run(&home_via(&server, Some("encrypt")));
+    server.finish();
+    out
+}
+
 /// A relay that echoes what it got into its refusal (seen in the wild: "535 bad auth: <blob>")
 /// must not get the password or its base64 into the report.
 #[test]
 fn an_echo_of_the_credentials_in_a_refusal_is_hidden() {
-    let plain = relay(1, &["AUTH PLAIN"], |_, t| {
-        let line = t.expect("AUTH PLAIN ");
-        let blob = &line["AUTH PLAIN ".len()..];
-        t.send(&format!(
-            "535-5.7.8 rejected {blob}\r\n535 5.7.8 pw {PASSWORD}\r\n"
-        ));
-        assert_eq!(t.line(), "QUIT");
+    let out = refused_with("PLAIN", |blob| {
+        format!("535-5.7.8 rejected {blob}\r\n535 5.7.8 pw {PASSWORD}\r\n")
     });
-    let out = run(&home_via(&plain, Some("encrypt")));
     out.expect(
         "Z",
         "(AUTH PLAIN) was rejected.\nRemote host said: 535-5.7.8 rejected (hidden)\n535 5.7.8 pw (hidden)\nTLS: ",
     );
-    plain.finish();
-    let login = relay(1, &["AUTH LOGIN"], |_, t| {
-        t.expect("AUTH LOGIN");
-        t.send("334 VXNlcm5hbWU6\r\n");
-        t.line();
-        t.send("334 UGFzc3dvcmQ6\r\n");
-        let pw = t.line();
-        t.send(&format!("535 5.7.8 bad password {pw}\r\n"));
-        assert_eq!(t.line(), "QUIT");
-    });
-    let out = run(&home_via(&login, Some("encrypt")));
+    let out = refused_with("LOGIN", |pw| format!("535 5.7.8 bad password {pw}\r\n"));
     out.expect(
         "Z",
         "(AUTH LOGIN) was rejected.\nRemote host said: 535 5.7.8 bad password (hidden)\nTLS: ",
     );
-    login.finish();
     // An echo where a report cuts the reply: no prefix of it survives the cut either.
-    let long = relay(1, &["AUTH PLAIN"], |_, t| {
-        let line = t.expect("AUTH PLAIN ");
-        let pad = "x".repeat(4980);
-        t.send(&format!(
-            "535 5.7.8 {pad} {}\r\n",
-            &line["AUTH PLAIN ".len()..]
-        ));
-        assert_eq!(t.line(), "QUIT");
+    let out = refused_with("PLAIN", |blob| {
+        format!("535 5.7.8 {} {blob}\r\n", "x".repeat(4980))
     });
-    let out = run(&home_via(&long, Some("encrypt")));
     out.expect("Z", "(AUTH PLAIN) was rejected.");
     let blob = b64(format!("\0{USER}\0{PASSWORD}").as_bytes());
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(!text.contains(&blob[..6]), "{text}");
-    long.finish();
 }
 
 /// Capabilities come from the EHLO after STARTTLS only: what the relay said in plaintext does
@@ -536,11 +538,7 @@ fn auth_keywords_before_starttls_do_not_count() {
         let mut t = upgrade(c, &["STARTTLS", "AUTH CRAM-MD5 PLAIN LOGIN"], cfg.clone());
         if i == 0 {
             t.send(&ehlo_reply(&["AUTH LOGIN"]));
-            t.expect("AUTH LOGIN");
-            t.send("334 VXNlcm5hbWU6\r\n");
-            t.line();
-            t.send("334 UGFzc3dvcmQ6\r\n");
-            t.line();
+            login_prompts(&mut t);
             t.send("235 ok\r\n");
             accept(&mut t);
         } else {
