@@ -37,7 +37,13 @@ impl AuthSenders {
     pub fn parse(data: &[u8]) -> Result<AuthSenders, Failure> {
         let mut map = HashMap::new();
         for (n, line) in lines(data) {
-            let Some((key, value)) = split_key(line.trim_ascii_start()) else {
+            let line = line.trim_ascii_start();
+            // An indented comment is a comment too: refusing it would defer every delivery
+            // for a line that asks for nothing.
+            if line.starts_with(b"#") {
+                continue;
+            }
+            let Some((key, value)) = split_key(line) else {
                 return Err(syntax(
                     "authsenders",
                     n,
@@ -136,6 +142,14 @@ mod tests {
         let a = AuthSenders::parse(b"@a.org:one:587|u|pw\n@A.org:two:587\n").unwrap();
         assert_eq!(a.lookup(b"x@a.org"), relay("two", None));
         assert_eq!(a.matched_line(b"x@a.org"), Some(2));
+    }
+
+    #[test]
+    fn indented_comments_are_comments() {
+        let a =
+            AuthSenders::parse(b"  # the provider\n\t# note: old\n@a.org:r:587|u|pw\n").unwrap();
+        assert_eq!(a.lookup(b"x@a.org"), relay("r", Some("u")));
+        assert_eq!(a.matched_line(b"x@a.org"), Some(3));
     }
 
     #[test]
