@@ -252,7 +252,7 @@ fn parse_head(head: &[u8]) -> Result<Framing, String> {
             if !value.eq_ignore_ascii_case(b"chunked") || chunked {
                 return Err(format!(
                     "unsupported Transfer-Encoding {}",
-                    String::from_utf8_lossy(value)
+                    super::policy::shown(value)
                 ));
             }
             chunked = true;
@@ -270,7 +270,7 @@ fn parse_head(head: &[u8]) -> Result<Framing, String> {
         Some(other) => {
             return Err(format!(
                 "Content-Type is {}, not text/plain",
-                String::from_utf8_lossy(other)
+                super::policy::shown(other)
             ));
         }
         None => return Err("no Content-Type (text/plain is required)".into()),
@@ -445,6 +445,14 @@ mod tests {
             let e = done(resp, false).unwrap_err();
             assert!(e.contains(why), "{resp:?}: {e}");
         }
+        // A header value is quoted short and safe, whatever its length.
+        let long = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/{}\x01\r\n\r\n",
+            "h".repeat(10_000)
+        );
+        let e = done(&long, false).unwrap_err();
+        assert!(e.starts_with("Content-Type is text/hhh"), "{e}");
+        assert!(e.ends_with("hhh..., not text/plain"), "{e}");
         let big = format!("{HEAD}\r\n{}", "x".repeat(MAX_BODY + 1));
         assert!(done(&big, false).unwrap_err().contains("larger"));
         let head = format!("HTTP/1.1 200 OK\r\nX: {}", "y".repeat(MAX_HEAD + 1));

@@ -85,6 +85,19 @@ pub(crate) fn valid_name(name: &[u8]) -> bool {
         })
 }
 
+/// Most bytes of a value from the policy host that a report quotes.
+const MAX_SHOWN: usize = 64;
+
+/// A value from the policy host as a report may quote it: qmail's `outsafe` (no control
+/// bytes, no 8-bit junk, no quotes to escape), and at most [`MAX_SHOWN`] bytes, since the
+/// server decides how long a header or a policy line is (up to 64 KiB).
+pub(crate) fn shown(value: &[u8]) -> String {
+    match value.get(..MAX_SHOWN) {
+        Some(head) if value.len() > MAX_SHOWN => format!("{}...", crate::report::outsafe(head)),
+        _ => crate::report::outsafe(value),
+    }
+}
+
 fn is_address(v: &[u8]) -> bool {
     std::str::from_utf8(v).is_ok_and(|t| t.parse::<std::net::IpAddr>().is_ok())
 }
@@ -141,12 +154,10 @@ pub fn parse_policy(text: &[u8]) -> Result<Policy, String> {
             // An address can never be verified as a host name: skipped, as postfix-tlspol
             // does, so that the other patterns still apply.
             b"mx" if is_address(value) => {}
-            b"mx" => mx.push(Pattern::parse(value).ok_or_else(|| {
-                format!(
-                    "mx pattern {:?} is not a host name",
-                    String::from_utf8_lossy(value)
-                )
-            })?),
+            b"mx" => mx
+                .push(Pattern::parse(value).ok_or_else(|| {
+                    format!("mx pattern \"{}\" is not a host name", shown(value))
+                })?),
             _ => {}
         }
     }
@@ -258,6 +269,16 @@ mod tests {
             let e = parse_policy(bad).unwrap_err();
             assert!(e.contains(why), "{:?}: {e}", String::from_utf8_lossy(bad));
         }
+    }
+
+    #[test]
+    fn a_bad_pattern_is_quoted_short_and_safe() {
+        let mut text = b"version: STSv1\nmode: enforce\nmax_age: 1\nmx: \xc3\xa9\"x".to_vec();
+        text.extend_from_slice(&[b'y'; 70_000]);
+        let e = parse_policy(&text).unwrap_err();
+        assert!(e.starts_with("mx pattern \"??\"xyyy"), "{e}");
+        assert!(e.ends_with("yyy...\" is not a host name"), "{e}");
+        assert!(e.len() < 120, "{}", e.len());
     }
 
     #[test]
