@@ -132,6 +132,78 @@ fn dane_ta_with_a_wrong_name() {
 
 #[test]
 #[ignore = "needs real peers: scripts/test"]
+fn dane_ta_with_the_anchor_only_in_the_tlsa_record() {
+    // `2 0 0`: the whole test root, which the server does not send (it sends its leaf and the
+    // intermediate). Its certificate names mx-ta.dane.test, the recipient domain here, whose
+    // MX answer is secure: the next-hop domain is a reference identifier (RFC 7672 3.2.2).
+    delivers(
+        "mx-ta.dane.test",
+        &[
+            "127.0.8.27 accepted message.",
+            "verified by DANE-TA (2 0 0) for mx-ta200.dane.test.",
+        ],
+    );
+    // The same MX for a domain the certificate does not name: only the MX host and the
+    // next-hop domain count, not any name the certificate happens to have.
+    blocked(
+        "ta200-name.dane.test",
+        &[
+            "TLS with 127.0.8.27 failed: DANE-TA (2 0 0): certificate is not valid for \
+             mx-ta200.dane.test or ta200-name.dane.test. (#4.7.5)",
+        ],
+    );
+    // A digest of a trust anchor the server does not send cannot match anything.
+    blocked(
+        "ta201.dane.test",
+        &[
+            "TLS with 127.0.8.27 failed: no TLSA record at _25._tcp.mx-ta201.dane.test matched \
+             the certificate chain (DANE). (#4.7.5)",
+        ],
+    );
+}
+
+#[test]
+#[ignore = "needs real peers: scripts/test"]
+fn one_matching_record_among_unusable_and_wrong_ones() {
+    // The RRset: usage 1 (unusable), a DANE-EE record for another key, selector 2
+    // (unusable), and the DANE-EE record that matches.
+    delivers(
+        "mixed.dane.test",
+        &[
+            "127.0.8.25 accepted message.",
+            "verified by DANE-EE (3 1 1) for mx-mixed.dane.test.",
+        ],
+    );
+}
+
+#[test]
+#[ignore = "needs real peers: scripts/test"]
+fn an_smtproutes_relay_is_authenticated_by_its_own_tlsa_records() {
+    // The relay's name is the TLSA base domain; the recipient domain has no DNS at all.
+    let home = home();
+    home.route("relayed.dane.test", "mx-alias.dane.test");
+    delivers_with(
+        &home,
+        "relayed.dane.test",
+        &[
+            "127.0.8.25 accepted message.",
+            "verified by DANE-EE (3 1 1) for mx-ee.dane.test.",
+        ],
+    );
+    let home = self::home();
+    home.route("relayed.dane.test", "mx-eebad.dane.test");
+    blocked_with(
+        &home,
+        "relayed.dane.test",
+        &[
+            "TLS with 127.0.8.25 failed: no TLSA record at _25._tcp.mx-eebad.dane.test matched \
+             the certificate chain (DANE). (#4.7.5)",
+        ],
+    );
+}
+
+#[test]
+#[ignore = "needs real peers: scripts/test"]
 fn dane_ee_mismatch_never_delivers() {
     blocked(
         "eebad.dane.test",

@@ -265,6 +265,34 @@ fn a_policy_that_cannot_be_had_is_no_policy_and_is_not_refetched_at_once() {
 
 #[test]
 #[ignore = "needs real peers: scripts/test"]
+fn two_sts_records_mean_no_policy_and_a_cname_is_followed() {
+    // _mta-sts.twotxt has "v=STSv1; id=1", "v=STSv1; id=2" and an SPF record (RFC 8461 3.1:
+    // not exactly one STSv1 record, no policy). Its enforce policy does not list its MX,
+    // whose certificate has expired: had the policy been taken, nothing would go.
+    delivers(
+        &home(),
+        "twotxt",
+        "127.0.0.22",
+        &[
+            "unverified: certificate has expired.",
+            "MTA-STS: no policy for twotxt.sts.test: more than one v=STSv1 TXT record.",
+        ],
+    );
+    // _mta-sts.cnametxt is a CNAME for _mta-sts.enforce; the policy still comes from
+    // mta-sts.cnametxt.sts.test.
+    delivers(
+        &home(),
+        "cnametxt",
+        "127.0.18.20",
+        &[
+            "verified as mx1.sts.test by control/tlsca",
+            "MTA-STS: enforce policy of cnametxt.sts.test (id 1, fetched).",
+        ],
+    );
+}
+
+#[test]
+#[ignore = "needs real peers: scripts/test"]
 fn a_chunked_policy_is_read() {
     delivers(
         &home(),

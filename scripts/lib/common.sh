@@ -21,7 +21,7 @@ QREMOTE_DNS_ADDR=127.0.0.54
 QREMOTE_NGINX_ADDR=127.0.18.1
 # shellcheck disable=SC2034
 QREMOTE_STS_DOMAINS=(enforce expired notls unlisted fallback wild testing none missing badhost
-	redirect big malformed chunked html down idchange warm trickle)
+	redirect big malformed chunked html down idchange warm trickle twotxt cnametxt)
 # MTA-STS next to DANE (tests/dane_sts.rs): mail domains in the signed dane.test zone
 # (scripts/lib/dane.sh publishes their TXT, MX and mta-sts.<d> records; nginx.sh their
 # policies, each listing only some of the MX hosts).

@@ -32,7 +32,7 @@ _dane_hash() {
 }
 
 _dane_zone_parent() {
-	local keys=$1 ee ee512 exp ta ca sni v1
+	local keys=$1 ee ee512 exp ta ca sni v1 cafull
 	v1=$(_dane_hash "$CERTS/v1.pem" 1 sha256)
 	ee=$(_dane_hash "$CERTS/selfsigned.pem" 1 sha256)
 	sni=$(_dane_hash "$CERTS/scripted.pem" 1 sha256)
@@ -40,6 +40,7 @@ _dane_zone_parent() {
 	exp=$(_dane_hash "$CERTS/expired.pem" 1 sha256)
 	ta=$(_dane_hash "$CERTS/int.pem" 1 sha256)
 	ca=$(_dane_hash "$CERTS/ca.pem" 0 sha256)
+	cafull=$(openssl x509 -in "$CERTS/ca.pem" -outform DER | od -An -v -tx1 | tr -d ' \n')
 	cat <<Z
 \$ORIGIN dane.test.
 \$TTL 5
@@ -87,6 +88,19 @@ mx-alias        CNAME mx-ee.dane.test.
 mx-sni          A     127.0.8.64
 _25._tcp.mx-sni TLSA  3 1 1 $sni
 mx-sni-alias    CNAME mx-sni.dane.test.
+; DANE-TA with the trust anchor only in the TLSA record: the test root, which the Postfix
+; on 127.0.8.27 does not send (it sends its leaf and the intermediate). Its certificate
+; names mx-ta.dane.test, so only a secure next-hop domain of that name matches.
+mx-ta200        A     127.0.8.27
+_25._tcp.mx-ta200 TLSA 2 0 0 $cafull
+mx-ta201        A     127.0.8.27
+_25._tcp.mx-ta201 TLSA 2 0 1 $ca
+; One usable record that matches among unusable and non-matching ones.
+mx-mixed        A     127.0.8.25
+_25._tcp.mx-mixed TLSA 1 1 1 $ee
+_25._tcp.mx-mixed TLSA 3 1 1 $exp
+_25._tcp.mx-mixed TLSA 3 2 1 $ee
+_25._tcp.mx-mixed TLSA 3 1 1 $ee
 
 ; Mail domains (tests/dane.rs).
 ee              MX    10 mx-ee
@@ -110,6 +124,10 @@ nextmx          MX    10 mx-tlsabad
 nextmx          MX    20 mx-backup
 nomatch-next    MX    10 mx-eebad
 nomatch-next    MX    20 mx-backup
+mx-ta           MX    10 mx-ta200
+ta200-name      MX    10 mx-ta200
+ta201           MX    10 mx-ta201
+mixed           MX    10 mx-mixed
 
 ; MTA-STS next to DANE (tests/dane_sts.rs; the policies in nginx.sh list only some MX hosts).
 ; mx-dead: nothing listens. mx-webpki: the dane-ta certificate names it, its TLSA does not match.

@@ -141,7 +141,8 @@ Z
 }
 
 # MTA-STS test domains (tests/sts.rs). Each domain in QREMOTE_STS_DOMAINS publishes
-# _mta-sts TXT "v=STSv1; id=1" (idchange: id=2) and has its policy host mta-sts.<d> on nginx
+# _mta-sts TXT "v=STSv1; id=1" (idchange: id=2; twotxt: two STSv1 records and an SPF one;
+# cnametxt: a CNAME to _mta-sts.enforce) and has its policy host mta-sts.<d> on nginx
 # (down: on an address where nothing listens; trickle: a scripted server of tests/sts.rs);
 # nginx.sh writes the policies.
 _dns_zone_sts() {
@@ -176,12 +177,20 @@ down            MX    10 mx1
 idchange        MX    10 mx1
 warm            MX    10 mx1
 trickle         MX    10 mx1
+twotxt          MX    10 expired.qremote.test.
+cnametxt        MX    10 mx1
 ; No MTA-STS at all.
 plain           MX    10 mx1
 Z
 	for d in "${QREMOTE_STS_DOMAINS[@]}"; do
 		if [ "$d" = idchange ]; then
 			printf '_mta-sts.%-10s TXT   "v=STSv1; id=2"\n' "$d"
+		elif [ "$d" = twotxt ]; then
+			printf '_mta-sts.%-10s TXT   "v=STSv1; id=1"\n' "$d"
+			printf '_mta-sts.%-10s TXT   "v=STSv1; id=2"\n' "$d"
+			printf '_mta-sts.%-10s TXT   "v=spf1 -all"\n' "$d"
+		elif [ "$d" = cnametxt ]; then
+			printf '_mta-sts.%-10s CNAME _mta-sts.enforce\n' "$d"
 		else
 			printf '_mta-sts.%-10s TXT   "v=STSv1; " "id=1"\n' "$d"
 		fi

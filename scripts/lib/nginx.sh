@@ -21,7 +21,7 @@ _nginx_www() {
 		# missing: 404; redirect: a 301 in the configuration; trickle: not served by nginx.
 		case $d in missing | redirect | trickle) continue ;; esac
 		case $d in
-		enforce | fallback | chunked | idchange | warm | down | html | badhost)
+		enforce | fallback | chunked | idchange | warm | down | html | badhost | twotxt | cnametxt)
 			_nginx_policy enforce mx1.sts.test ;;
 		expired) _nginx_policy enforce expired.qremote.test ;;
 		notls) _nginx_policy enforce notls.qremote.test ;;
