@@ -459,6 +459,48 @@ fn a_corrupt_or_unusable_cache_never_defers() {
     );
 }
 
+#[test]
+#[ignore = "needs real peers: scripts/test"]
+fn a_cache_directory_qmailr_cannot_make_or_write_never_defers() {
+    use std::os::unix::fs::PermissionsExt;
+    // As qmailr, in a qmail home it may not write to: no mtasts/, and none can be made.
+    let mut home = home();
+    home.unprivileged();
+    delivers(
+        &home,
+        "enforce",
+        "127.0.18.20",
+        &[
+            "MTA-STS: enforce policy of enforce.sts.test (id 1, fetched; cache not used: cannot create mtasts: permission denied).",
+        ],
+    );
+    assert!(!home.path().join("mtasts").exists());
+    // mtasts/ made by root, readable but not writable: a cached policy is used, and a
+    // fetched one cannot be stored.
+    let mut home = crate::sts::home();
+    write_cache(
+        &home,
+        "enforce.sts.test",
+        "1",
+        60,
+        &policy("enforce", "mx1.sts.test"),
+    );
+    let dir = home.path().join("mtasts");
+    for p in [dir.clone(), dir.join("enforce.sts.test")] {
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    home.unprivileged();
+    enforce_delivers(&home, "cached");
+    delivers(
+        &home,
+        "idchange",
+        "127.0.18.20",
+        &[
+            "MTA-STS: enforce policy of idchange.sts.test (id 2, fetched; cache not updated: cannot write mtasts/idchange.sts.test: permission denied).",
+        ],
+    );
+}
+
 /// Requests nginx has logged for `host`.
 fn requests_for(host: &str) -> usize {
     let log = std::fs::read_to_string(peer_env("QREMOTE_NGINX_LOG")).unwrap_or_default();
