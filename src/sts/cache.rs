@@ -176,8 +176,10 @@ impl Cache {
 
     /// Replaces the entry for `name` atomically (unique temporary file, then rename).
     pub fn store(&self, name: &str, entry: &Entry) -> Result<(), String> {
+        // Unique by process and random number alone: with the domain in it, the name of a
+        // long domain (up to 253 bytes) would pass NAME_MAX (255).
         let tmp = self.dir.join(format!(
-            ".tmp.{name}.{}.{:x}",
+            ".tmp.{}.{:x}",
             std::process::id(),
             crate::route::random_u64()
         ));
@@ -313,6 +315,18 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, vec!["example.com"], "no temporary file is left");
+    }
+
+    #[test]
+    fn the_longest_domain_names_are_cached() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open_at(&dir.path().join("mtasts")).unwrap();
+        let label = "a".repeat(63);
+        let long = format!("{label}.{label}.{label}.{}.example", "b".repeat(53));
+        assert_eq!(long.len(), 253);
+        let name = file_name(long.as_bytes()).unwrap();
+        cache.store(&name, &entry()).unwrap();
+        assert_eq!(cache.load(&name), Ok(Some(entry())));
     }
 
     #[test]
