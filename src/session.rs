@@ -435,6 +435,11 @@ fn tls_line(note: &TlsNote<&crate::tls::Session>, policy: &Policy) -> String {
     };
     let would = match note {
         _ if !listed => "not have used this host (it is not in the policy's mx list)".to_string(),
+        // Level none (notlshosts/, a tlspolicy line): enforce is an explicit verify source
+        // that outranks it, so it would have tried TLS, which this delivery did not.
+        TlsNote::Plain(why) if policy.level == Level::None => {
+            format!("have required verified TLS, not tried here ({why})")
+        }
         TlsNote::Plain(why) => format!("have refused this host: no TLS ({why})"),
         TlsNote::Tls(s) => match &s.verified {
             Verified::Yes(_) | Verified::Dane(_) => "have accepted this host".to_string(),

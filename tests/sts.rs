@@ -206,6 +206,20 @@ fn testing_delivers_and_says_what_enforce_would_have_done() {
             "MTA-STS: testing policy of testing.sts.test (id 1, fetched).",
         ],
     );
+    // notlshosts/ says no TLS for the host; enforce would have outranked it and tried TLS, so
+    // the line does not claim enforce would have refused a host it never saw over TLS.
+    let home = home();
+    home.control("notlshosts/expired.qremote.test", "");
+    delivers(
+        &home,
+        "testing",
+        "127.0.0.22",
+        &[
+            "TLS: none (TLS policy none from control/notlshosts/expired.qremote.test). MTA-STS \
+             testing: enforce would have required verified TLS, not tried here (TLS policy none \
+             from control/notlshosts/expired.qremote.test).",
+        ],
+    );
 }
 
 #[test]
