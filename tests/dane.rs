@@ -252,7 +252,7 @@ fn unusable_usages_only_encrypt_without_authentication() {
     blocked(
         "unusable-notls.dane.test",
         &[
-            "TLS is required, but 127.0.8.21 did not offer STARTTLS (level encrypt from DANE: 1 TLSA records",
+            "TLS is required, but 127.0.8.21 did not offer STARTTLS (level encrypt from DANE: 1 TLSA record at",
         ],
     );
 }

@@ -74,6 +74,11 @@ pub fn inapplicable(peer: &Peer) -> Option<&'static str> {
     }
 }
 
+/// "1 TLSA record", "2 TLSA records": how reports count an RRset.
+pub fn count(n: usize) -> String {
+    format!("{n} TLSA record{}", if n == 1 { "" } else { "s" })
+}
+
 /// Why a record cannot be used, or `None` if it can (RFC 7672 3.1.3, RFC 7671 5).
 pub fn unusable(t: &Tlsa) -> Option<&'static str> {
     if t.usage != DANE_TA && t.usage != DANE_EE {
@@ -475,6 +480,12 @@ mod tests {
         }
         assert_eq!(tlsa_matches(2, 1, &[0; 32], &der), Match::Unusable);
         assert_eq!(tlsa_matches(1, 3, &[0; 32], &der), Match::Unusable);
+    }
+
+    #[test]
+    fn rrsets_are_counted_in_words() {
+        assert_eq!(count(1), "1 TLSA record");
+        assert_eq!(count(2), "2 TLSA records");
     }
 
     #[test]

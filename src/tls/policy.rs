@@ -116,7 +116,10 @@ pub fn combine(others: Policy, dane: Decision) -> Policy {
             refused: None,
         },
         Decision::Unusable { owner, rrset } => {
-            let what = format!("{} TLSA records at {owner}, none usable", rrset.len());
+            let what = format!(
+                "{} at {owner}, none usable",
+                super::dane::count(rrset.len())
+            );
             if others.level < Level::Encrypt {
                 Policy {
                     level: Level::Encrypt,

@@ -173,9 +173,9 @@ pub fn text(d: &Dane, peer: &Peer, certs: Option<&[Vec<u8>]>) -> Vec<String> {
         ),
         Decision::Unusable { owner, rrset } => (
             format!(
-                "DANE: {} TLSA records at {owner} (DNSSEC-secure), none usable: TLS required \
+                "DANE: {} at {owner} (DNSSEC-secure), none usable: TLS required \
                  (at least encrypt), not authenticated by DANE",
-                rrset.len()
+                qremote::tls::dane::count(rrset.len())
             ),
             rrset.as_slice(),
         ),
