@@ -116,6 +116,16 @@ fn dane_ta_match_with_the_ca_in_the_chain() {
         "ta.dane.test",
         &["verified by DANE-TA (2 1 1) for mx-ta.dane.test."],
     );
+    // The certificate of mx-ta200 names ta200.insecure.dane.test, not mx-ta200: with an
+    // insecure MX answer the next-hop domain is no reference identifier, so it fails, where
+    // the same host passes for mx-ta.dane.test, whose MX answer is secure.
+    blocked(
+        "ta200.insecure.dane.test",
+        &[
+            "TLS with 127.0.8.27 failed: DANE-TA (2 0 0): certificate is not valid for \
+             mx-ta200.dane.test. (#4.7.5)",
+        ],
+    );
 }
 
 #[test]

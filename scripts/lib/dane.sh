@@ -178,6 +178,8 @@ mx              A     127.0.8.25
 _25._tcp.mx     TLSA  3 1 1 $exp
 _25._tcp        TLSA  3 1 1 $ee
 ta              MX    10 mx-ta.dane.test.
+; An insecure MX answer: its domain, named by the dane-ta certificate, is no DANE-TA name.
+ta200           MX    10 mx-ta200.dane.test.
 Z
 }
 

@@ -25,7 +25,8 @@
 #                                                               `req -x509` default), SAN set
 #   sts             ECDSA mx1.sts.test, a.mx.sts.test            by intermediate, chain sent (MTA-STS MX)
 #   policy          ECDSA mta-sts.<d>.sts.test for every MTA-STS test domain (nginx, chain sent)
-#   dane-ta         ECDSA mx-ta.dane.test, mx-webpki.both.dane.test  by intermediate, chain sent
+#   dane-ta         ECDSA mx-ta.dane.test, mx-webpki.both.dane.test, ta200.insecure.dane.test
+#                   by intermediate, chain sent
 #   auth            ECDSA plain/login/cram.auth.test            by intermediate, chain sent (SMTP AUTH relays)
 #
 # Regenerated only when missing or when this file changes.
@@ -179,7 +180,7 @@ gen_certs() {
 	_certs_leaf policy ec ca_int "$san" -days 3650
 	# DANE-TA: the TLSA record names the intermediate (scripts/lib/dane.sh). The second name
 	# is an MX that webpki would accept and whose TLSA record does not match (DANE wins).
-	_certs_leaf dane-ta ec ca_int "DNS:mx-ta.dane.test, DNS:mx-webpki.both.dane.test" -days 3650
+	_certs_leaf dane-ta ec ca_int "DNS:mx-ta.dane.test, DNS:mx-webpki.both.dane.test, DNS:ta200.insecure.dane.test" -days 3650
 	# The SMTP AUTH relays on 127.0.9.1-3 (scripts/lib/postfix.sh).
 	_certs_leaf auth ec ca_int "DNS:plain.auth.test, DNS:login.auth.test, DNS:cram.auth.test" -days 3650
 
