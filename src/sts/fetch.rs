@@ -2,12 +2,12 @@
 //! small, bounded HTTP/1.1 client over the rustls we already have, because the fetch runs
 //! inside a delivery and needs nothing an HTTP crate would add (see docs/DESIGN.md).
 //!
-//! One request, `Connection: close`, no redirects, status 200 only, `Content-Type:
-//! text/plain`, at most [`MAX_BODY`] bytes of body (plain, by `Content-Length`, or chunked),
-//! certificate verified for the policy host against webpki roots and `control/tlsca`, SNI
-//! sent. Every step has a time limit ([`CONNECT`], [`HANDSHAKE`], [`TOTAL`]), checked against
-//! a deadline so a server that trickles bytes cannot stretch it. The response parser,
-//! [`parse_response`], is pure.
+//! One request, `Connection: close`, no redirects, status 200 only (interim 1xx responses
+//! skipped), `Content-Type: text/plain`, at most [`MAX_BODY`] bytes of body (plain, by
+//! `Content-Length`, or chunked), certificate verified for the policy host against webpki
+//! roots and `control/tlsca`, SNI sent. Every step has a time limit ([`CONNECT`],
+//! [`HANDSHAKE`], [`TOTAL`]), checked against a deadline so a server that trickles bytes
+//! cannot stretch it. The response parser, [`parse_response`], is pure.
 
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, TcpStream};
@@ -186,21 +186,45 @@ pub enum Parse {
 /// cleanly after `buf`. Only `200` with `Content-Type: text/plain` (any parameters) gives a
 /// body; a body is delimited by `Content-Length`, by chunked transfer coding, or by the end of
 /// the connection, and is at most [`MAX_BODY`] bytes. Any other transfer coding is refused.
-pub fn parse_response(buf: &[u8], eof: bool) -> Parse {
-    let Some(end) = find(buf, b"\r\n\r\n") else {
-        if buf.len() > MAX_HEAD {
+pub fn parse_response(mut buf: &[u8], eof: bool) -> Parse {
+    loop {
+        let Some(end) = find(buf, b"\r\n\r\n") else {
+            if buf.len() > MAX_HEAD {
+                return Parse::Done(Err("response headers too long".into()));
+            }
+            return Parse::More;
+        };
+        if end > MAX_HEAD {
             return Parse::Done(Err("response headers too long".into()));
         }
-        return Parse::More;
-    };
-    if end > MAX_HEAD {
-        return Parse::Done(Err("response headers too long".into()));
+        let (head, rest) = buf.split_at(end);
+        let body = rest.get(4..).unwrap_or_default();
+        // RFC 9110 15.2: a client must skip interim responses (100 Continue, 103 Early
+        // Hints) before the final one; 101 would switch protocols and is refused below. Each
+        // turn consumes a head, and the caller bounds what it reads.
+        if status_code(head).is_some_and(|c| (100..200).contains(&c) && c != 101) {
+            buf = body;
+            continue;
+        }
+        return match parse_head(head) {
+            Ok(framing) => framed_body(framing, body, eof),
+            Err(e) => Parse::Done(Err(e)),
+        };
     }
-    let (head, rest) = buf.split_at(end);
-    let body = rest.get(4..).unwrap_or_default();
-    match parse_head(head) {
-        Ok(framing) => framed_body(framing, body, eof),
-        Err(e) => Parse::Done(Err(e)),
+}
+
+/// The status code of an HTTP/1.0 or 1.1 status line (the first line of `head`).
+fn status_code(head: &[u8]) -> Option<u16> {
+    let status = head.split(|&b| b == b'\n').next().unwrap_or_default();
+    let status = status.strip_suffix(b"\r").unwrap_or(status);
+    match status.strip_prefix(b"HTTP/1.") {
+        Some([b'0' | b'1', b' ', a, b, c, rest @ ..])
+            if [a, b, c].iter().all(|d| d.is_ascii_digit())
+                && rest.first().is_none_or(|&s| s == b' ') =>
+        {
+            Some(u16::from(a - b'0') * 100 + u16::from(b - b'0') * 10 + u16::from(c - b'0'))
+        }
+        _ => None,
     }
 }
 
@@ -215,15 +239,7 @@ fn parse_head(head: &[u8]) -> Result<Framing, String> {
         .split(|&b| b == b'\n')
         .map(|l| l.strip_suffix(b"\r").unwrap_or(l));
     let status = lines.next().unwrap_or_default();
-    let code = match status.strip_prefix(b"HTTP/1.") {
-        Some([b'0' | b'1', b' ', a, b, c, rest @ ..])
-            if [a, b, c].iter().all(|d| d.is_ascii_digit())
-                && rest.first().is_none_or(|&s| s == b' ') =>
-        {
-            u16::from(a - b'0') * 100 + u16::from(b - b'0') * 10 + u16::from(c - b'0')
-        }
-        _ => return Err("the reply is not HTTP/1.1".into()),
-    };
+    let code = status_code(status).ok_or("the reply is not HTTP/1.1")?;
     match code {
         200 => {}
         300..=399 => return Err(format!("HTTP status {code}: redirects are not followed")),
@@ -378,6 +394,12 @@ mod tests {
             "{HEAD}Transfer-Encoding: chunked\r\n\r\n3;x=y\r\nabc\r\nA\r\n0123456789\r\n0\r\n\r\n"
         );
         assert_eq!(done(&chunked, false), Ok(b"abc0123456789".to_vec()));
+        // Interim responses before the final one are skipped (RFC 9110 15.2).
+        let interim = format!(
+            "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n\
+             {HEAD}Content-Length: 3\r\n\r\nabc"
+        );
+        assert_eq!(done(&interim, false), Ok(b"abc".to_vec()));
         let trailer =
             format!("{HEAD}Transfer-Encoding: chunked\r\n\r\n1\r\na\r\n0\r\nX-T: 1\r\n\r\n");
         assert_eq!(done(&trailer, false), Ok(b"a".to_vec()));
@@ -388,6 +410,7 @@ mod tests {
         // Every prefix of a complete response is incomplete, never wrong.
         for full in [
             chunked.as_str(),
+            interim.as_str(),
             &format!("{HEAD}Content-Length: 3\r\n\r\nabc"),
         ] {
             for n in 0..full.len() {
@@ -417,6 +440,10 @@ mod tests {
             ),
             ("HTTP/1.1 200 OK\r\n\r\n", "no Content-Type"),
             ("SMTP/1.1 200 OK\r\n\r\n", "not HTTP/1.1"),
+            (
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\n\r\n",
+                "HTTP status 101",
+            ),
             (
                 "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
                 "unsupported Transfer-Encoding",
