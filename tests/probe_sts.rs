@@ -145,23 +145,67 @@ fn the_mx_hosts_an_enforce_policy_drops_are_named() {
     r.code(2)
         .has("  policy in force: mode enforce, id 1 (fetched now), max_age 86400 s (1 d 0 h), mx: other.sts.test\n")
         .has("  MX hosts the enforce policy drops (not listed): mx1.sts.test (127.0.18.20)\n")
+        // Every address dropped: the numbered list still shows it, and why.
+        .has(
+            "  1. 127.0.18.20:25 (mx1.sts.test, MX 10)  not used: dropped by the MTA-STS \
+             enforce policy\n     the enforce policy of unlisted.sts.test (id 1, mx: \
+             other.sts.test) does not list mx1.sts.test, and neither DANE nor an override line \
+             in control/tlspolicy applies to it",
+        )
         .has(
             "no address to try; qmail-remote would report:\n  ZNone of the MX hosts of \
              unlisted.sts.test (mx1.sts.test) is allowed by its MTA-STS policy. (#4.7.5)\n  \
              MTA-STS: enforce policy of unlisted.sts.test (id 1, fetched).\n",
         )
         .has("result: CRITICAL");
+    let (r, j) = json(&home(), &["unlisted.sts.test"]);
+    r.code(2);
+    let peers = j["peers"].as_array().unwrap();
+    assert_eq!(peers.len(), 1, "{}", r.dump());
+    assert_eq!(peers[0]["plan"], "mta-sts-drop");
+    assert_eq!(peers[0]["probed"], false);
+    assert_eq!(peers[0]["mta_sts"]["verdict"], "dropped");
+    assert!(j["route_failure"].as_str().unwrap().contains("(#4.7.5)"));
+
     // fallback.sts.test: MX 10 mx2 (not listed) is dropped, MX 20 mx1 takes the message.
-    let (r, j) = json(&home(), &["fallback.sts.test"]);
+    // The numbered list keeps routing's order, the dropped host in its place.
+    let r = probe(&home(), &["fallback.sts.test"]);
+    r.code(0)
+        .has(
+            "  1. 127.0.0.20:25 (mx2.sts.test, MX 10)  not used: dropped by the MTA-STS enforce \
+             policy\n     the enforce policy of fallback.sts.test (id 1, mx: mx1.sts.test) does \
+             not list mx2.sts.test",
+        )
+        .has("  2. 127.0.18.20:25 (mx1.sts.test, MX 20)  TLS policy: verify from MTA-STS policy")
+        .has("result: OK");
+    assert!(!r.stdout.contains("peer 127.0.0.20"), "{}", r.dump());
+    let (r, j) = json(&home(), &["--all", "fallback.sts.test"]);
     r.code(0);
     let dropped = j["mta_sts"]["dropped"].as_array().unwrap();
     assert_eq!(dropped.len(), 1, "{}", r.dump());
     assert_eq!(dropped[0]["name"], "mx2.sts.test");
     assert_eq!(dropped[0]["ip"], "127.0.0.20");
     let peers = j["peers"].as_array().unwrap();
-    assert_eq!(peers.len(), 1, "{}", r.dump());
-    assert_eq!(peers[0]["name"], "mx1.sts.test");
-    assert_eq!(peers[0]["attempts"][0]["state"], "ready");
+    assert_eq!(peers.len(), 2, "{}", r.dump());
+    // Not connected to even with --all: a delivery never would.
+    assert_eq!(peers[0]["name"], "mx2.sts.test");
+    assert_eq!(peers[0]["plan"], "mta-sts-drop");
+    assert_eq!(peers[0]["probed"], false);
+    assert_eq!(peers[0]["attempts"].as_array().unwrap().len(), 0);
+    assert_eq!(peers[0]["mta_sts"]["verdict"], "dropped");
+    assert_eq!(peers[0]["mta_sts"]["listed"], false);
+    assert!(
+        peers[0]["dropped_because"]
+            .as_str()
+            .unwrap()
+            .contains("does not list mx2.sts.test"),
+        "{}",
+        r.dump()
+    );
+    assert_eq!(peers[1]["name"], "mx1.sts.test");
+    assert_eq!(peers[1]["plan"], "connect");
+    assert!(peers[1]["dropped_because"].is_null());
+    assert_eq!(peers[1]["attempts"][0]["state"], "ready");
     // --peer names a dropped address: said so, not probed.
     let r = probe(&home(), &["--peer", "127.0.0.20", "fallback.sts.test"]);
     r.code(3);

@@ -310,6 +310,9 @@ enum PlanNote {
     Stop,
     /// A delivery refuses this address without connecting: the report.
     Refuse(Report),
+    /// The recipient domain's MTA-STS `enforce` policy drops this MX host before any
+    /// connection (`Sts::split`): a delivery never uses it.
+    Dropped,
 }
 
 struct PeerRun {
@@ -326,6 +329,23 @@ struct PeerRun {
 }
 
 impl PeerRun {
+    /// An MX host the `enforce` policy dropped: never connected to, whatever the options.
+    /// Its policy is the one it would have without MTA-STS (no delivery asks for another).
+    fn dropped(tls: &Tls, peer: &Peer, domain: &[u8]) -> PeerRun {
+        let policy = tls.policy_without_sts(peer, domain);
+        PeerRun {
+            peer: peer.clone(),
+            without_sts: policy.clone(),
+            policy,
+            // Decided before the drop (Tls::sts_exempt): no second TLSA query.
+            dane: dane::Dane::Decided(tls.dane_decision(peer, domain)),
+            tcpto_skip: tcpto::should_skip(peer.ip),
+            plan: PlanNote::Dropped,
+            attempts: Vec::new(),
+            tried: false,
+        }
+    }
+
     /// The certificate chain the last connection that got one was presented.
     fn certs(&self) -> Option<&[Vec<u8>]> {
         self.attempts
@@ -521,7 +541,18 @@ fn probe(opts: &Opts) -> Exit {
     if trace.as_ref().is_ok_and(|t| t.store == Store::Written) {
         sts::give_to_cache_owner(&host);
     }
+    // The order routing chose, dropped hosts included: the numbered list shows them in place.
+    let routed = peers.clone();
     let (peers, dropped) = found.split(peers, |p| tls.sts_exempt(p, &host));
+    let dropped_runs = |tls: &Tls| -> Vec<(usize, PeerRun)> {
+        routed
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| dropped.contains(p))
+            .map(|(i, p)| (i, PeerRun::dropped(tls, p, &host)))
+            .collect()
+    };
+    let dropped_runs = dropped_runs(&tls);
     tls.set_sts(found.active.clone());
     let no_mx = peers
         .is_empty()
@@ -534,7 +565,8 @@ fn probe(opts: &Opts) -> Exit {
     });
     if let Some(report) = no_mx {
         lookups.extend(trace::take());
-        return ctx.show(&lookups, &[], Some(&report));
+        let runs: Vec<PeerRun> = dropped_runs.into_iter().map(|(_, r)| r).collect();
+        return ctx.show(&lookups, &runs, Some(&report));
     }
     let env = Envelope {
         host: host.clone(),
@@ -616,6 +648,10 @@ fn probe(opts: &Opts) -> Exit {
         // A plaintext retry is the same session for control/mxsessionlimit, as in a delivery.
         job.greeted = job.greeted.min(greeted_before + 1);
         runs.push(run);
+    }
+    // Back in routing's order: each dropped host where the MX list had it.
+    for (i, run) in dropped_runs {
+        runs.insert(i.min(runs.len()), run);
     }
     lookups.extend(trace::take());
     ctx.show(&lookups, &runs, None)
@@ -764,6 +800,73 @@ impl Context<'_> {
         code
     }
 
+    /// Why the MTA-STS `enforce` policy drops this MX host (see [`PlanNote::Dropped`]).
+    fn drop_reason(&self, run: &PeerRun) -> String {
+        let sts = self.found();
+        let domain = sts.map_or(String::new(), |s| s.domain.clone());
+        let (id, mx) = sts
+            .and_then(|s| s.active.as_ref())
+            .map(|a| {
+                let mx: Vec<String> = a.policy.mx.iter().map(|p| p.text()).collect();
+                (a.id.clone(), mx.join(", "))
+            })
+            .unwrap_or_default();
+        format!(
+            "the enforce policy of {domain} (id {id}, mx: {mx}) does not list {}, and neither \
+             DANE nor an override line in control/tlspolicy applies to it: a delivery never \
+             connects to it (RFC 8461 section 4.1)",
+            outsafe(&run.peer.name)
+        )
+    }
+
+    /// The numbered list of addresses, with what a delivery does before connecting to each.
+    fn address_list(&self, runs: &[PeerRun]) {
+        println!("addresses, in the order qmail-remote would try them:");
+        for (i, run) in runs.iter().enumerate() {
+            if matches!(run.plan, PlanNote::Dropped) {
+                println!(
+                    "  {}. {}  not used: dropped by the MTA-STS enforce policy",
+                    i + 1,
+                    peer_text(&run.peer)
+                );
+                println!("     {}", self.drop_reason(run));
+                continue;
+            }
+            println!(
+                "  {}. {}  TLS policy: {} from {}{}",
+                i + 1,
+                peer_text(&run.peer),
+                run.policy.level.name(),
+                run.policy.source,
+                if run.tcpto_skip {
+                    "  (skipped: recent connect timeouts in queue/lock/tcpto)"
+                } else {
+                    ""
+                }
+            );
+            match &run.plan {
+                PlanNote::Connect => {}
+                PlanNote::Stop => println!(
+                    "     a delivery stops before this address: {} servers greeted and did not \
+                 take the message (control/mxsessionlimit)",
+                    self.cfg.mx_session_limit
+                ),
+                PlanNote::Refuse(r) => println!(
+                    "     a delivery refuses it without connecting: {}",
+                    report_text(letter_char(r.letter()), r.text()).trim_end()
+                ),
+                PlanNote::Dropped => {}
+            }
+        }
+        if runs.iter().any(|r| !r.peer.relay && r.peer.pref > 0)
+            && runs
+                .windows(2)
+                .any(|w| w[0].peer.pref == w[1].peer.pref && w[0].peer.name != w[1].peer.name)
+        {
+            println!("  (MX hosts of equal preference are shuffled for each delivery)");
+        }
+    }
+
     fn text(&self, lookups: &[Lookup], runs: &[PeerRun], failure: Option<&Report>, code: &Exit) {
         let cfg = self.cfg;
         println!("destination: {}", self.opts.dest);
@@ -856,6 +959,10 @@ impl Context<'_> {
         if let Some(v) = &self.sts {
             v.text();
         }
+        if failure.is_some() && !runs.is_empty() {
+            // Every MX host dropped by MTA-STS: still say which and why.
+            self.address_list(runs);
+        }
         if let Some(f) = failure {
             println!("no address to try; qmail-remote would report:");
             for l in report_text(letter_char(f.letter()), f.text())
@@ -867,40 +974,7 @@ impl Context<'_> {
             println!("result: {}", exit_name(code));
             return;
         }
-        println!("addresses, in the order qmail-remote would try them:");
-        for (i, run) in runs.iter().enumerate() {
-            println!(
-                "  {}. {}  TLS policy: {} from {}{}",
-                i + 1,
-                peer_text(&run.peer),
-                run.policy.level.name(),
-                run.policy.source,
-                if run.tcpto_skip {
-                    "  (skipped: recent connect timeouts in queue/lock/tcpto)"
-                } else {
-                    ""
-                }
-            );
-            match &run.plan {
-                PlanNote::Connect => {}
-                PlanNote::Stop => println!(
-                    "     a delivery stops before this address: {} servers greeted and did not \
-                     take the message (control/mxsessionlimit)",
-                    self.cfg.mx_session_limit
-                ),
-                PlanNote::Refuse(r) => println!(
-                    "     a delivery refuses it without connecting: {}",
-                    report_text(letter_char(r.letter()), r.text()).trim_end()
-                ),
-            }
-        }
-        if runs.iter().any(|r| !r.peer.relay && r.peer.pref > 0)
-            && runs
-                .windows(2)
-                .any(|w| w[0].peer.pref == w[1].peer.pref && w[0].peer.name != w[1].peer.name)
-        {
-            println!("  (MX hosts of equal preference are shuffled for each delivery)");
-        }
+        self.address_list(runs);
         for run in runs.iter().filter(|r| !r.attempts.is_empty()) {
             println!();
             println!("peer {}", peer_text(&run.peer));
@@ -1028,7 +1102,14 @@ impl Context<'_> {
                             PlanNote::Connect => "connect",
                             PlanNote::Stop => "stop",
                             PlanNote::Refuse(_) => "refuse",
+                            PlanNote::Dropped => "mta-sts-drop",
                         }),
+                    ),
+                    (
+                        "dropped_because",
+                        Json::opt_str(
+                            matches!(run.plan, PlanNote::Dropped).then(|| self.drop_reason(run)),
+                        ),
                     ),
                     (
                         "refusal",

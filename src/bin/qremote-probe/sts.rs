@@ -9,7 +9,7 @@ use qremote::sts::cache::{Age, Cached, DIR, Entry, file_name};
 use qremote::sts::{CacheFile, Fetch, Skipped, Store, Sts, Trace, Txt};
 use qremote::tls::StsVerdict;
 
-use crate::PeerRun;
+use crate::{PeerRun, PlanNote};
 use crate::json::Json;
 
 /// The MTA-STS state of one probe.
@@ -423,6 +423,7 @@ pub fn peer_json(run: &PeerRun, sts: Option<&Sts>) -> Json {
     }
     let (p, w) = (&run.policy, &run.without_sts);
     let (verdict, listed) = match p.sts {
+        _ if matches!(run.plan, PlanNote::Dropped) => ("dropped", Json::Bool(false)),
         Some(StsVerdict::Enforce) => ("enforce", Json::Bool(true)),
         Some(StsVerdict::Testing { listed }) => ("testing", Json::Bool(listed)),
         None if p.dane().is_some() => ("dane", Json::Null),
