@@ -189,15 +189,8 @@ pub fn run(
     plain_because: Option<String>,
 ) -> Outcome {
     let mut d = Dialogue::new(job, peer, tcp);
-    match greet_and_negotiate(&mut d, policy, plain_because) {
-        Ok((caps, note)) => {
-            // The policy's own note (DANE not used and why, an override) goes with it.
-            let note = match note {
-                TlsNote::Plain(why) => TlsNote::Plain(format!("{why}{}", policy.note)),
-                tls => tls,
-            };
-            transaction(d, caps, note, policy)
-        }
+    match negotiate(&mut d, policy, plain_because) {
+        Ok((caps, note)) => transaction(d, caps, note, policy),
         Err(Step::Next(f)) => {
             if matches!(f, Failure::Rejected { .. }) {
                 // The peer is still talking SMTP: say goodbye, as qmail does.
@@ -235,6 +228,22 @@ impl From<Failure> for Step {
 
 /// Port 465 (`smtproutes relay:465`) is SMTPS: TLS from the first byte, as in qmail-tls.
 const SMTPS_PORT: u16 = 465;
+
+/// [`greet_and_negotiate`], with the policy's own note (DANE not used and why, an override)
+/// added to a plaintext session's reason, as the `TLS:` line gives it (a TLS session has the
+/// note already). Shared by [`run`] and [`probe`], so that both give the same line.
+fn negotiate(
+    d: &mut Dialogue,
+    policy: &Policy,
+    plain_because: Option<String>,
+) -> Result<(Caps, TlsNote), Step> {
+    let (caps, note) = greet_and_negotiate(d, policy, plain_because)?;
+    let note = match note {
+        TlsNote::Plain(why) => TlsNote::Plain(format!("{why}{}", policy.note)),
+        tls => tls,
+    };
+    Ok((caps, note))
+}
 
 fn greet_and_negotiate(
     d: &mut Dialogue,
@@ -396,7 +405,7 @@ pub fn probe(
     plain_because: Option<String>,
 ) -> Probe {
     let mut d = Dialogue::new(job, peer, tcp);
-    let result = greet_and_negotiate(&mut d, policy, plain_because);
+    let result = negotiate(&mut d, policy, plain_because);
     let certs = d.conn.peer_certificates();
     let (session, outcome) = match result {
         Ok((caps, TlsNote::Plain(why))) => {

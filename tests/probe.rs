@@ -466,3 +466,73 @@ fn refusals_and_the_session_limit_are_those_of_a_delivery() {
         .has("did not offer STARTTLS")
         .has("a delivery stops before this address: 1 servers greeted");
 }
+
+/// The probe's `TLS:` line (and, where the address is refused, its report) is exactly what
+/// qmail-remote prints for the same peer and control files: each case is probed, then
+/// delivered to, with the same qmail home.
+#[test]
+#[ignore = "needs real peers: scripts/test"]
+fn the_tls_line_and_report_are_those_of_a_delivery() {
+    // (destination, smtproutes relay, control/tlspolicy)
+    let cases = [
+        ("simple.qremote.test", None, None),
+        ("probe-expired.test", Some("expired.qremote.test"), None),
+        ("probe-notls.test", Some("notls.qremote.test"), None),
+        // An override line: its note is part of a plaintext session's line too.
+        (
+            "notls.qremote.test",
+            None,
+            Some("notls.qremote.test:may!\n"),
+        ),
+        ("tlsfallback.qremote.test", None, Some(":none!\n")),
+        (
+            "probe-expired.test",
+            Some("expired.qremote.test"),
+            Some("expired.qremote.test:verify\n"),
+        ),
+        (
+            "probe-notls.test",
+            Some("notls.qremote.test"),
+            Some("notls.qremote.test:encrypt\n"),
+        ),
+    ];
+    for (dest, relay, tlspolicy) in cases {
+        let home = home();
+        if let Some(relay) = relay {
+            home.route(dest, relay);
+        }
+        if let Some(t) = tlspolicy {
+            home.control("tlspolicy", t);
+        }
+        let r = probe(&home, &["--json", dest]);
+        let j = r.json();
+        let attempts = j["peers"][0]["attempts"].as_array().unwrap();
+        let a = attempts.last().unwrap_or_else(|| panic!("{}", r.dump()));
+        let to = format!("{}@{dest}", unique("probe-line"));
+        let out = home.run(
+            dest,
+            "sender@client.qremote.test",
+            &[&to],
+            b"Subject: x\n\nx\n",
+        );
+        out.assert_clean();
+        let verdict = out.last();
+        match a["state"].as_str().unwrap() {
+            "ready" => {
+                assert_eq!(verdict.letter, 'K', "{dest}: {}\n{}", out.dump(), r.dump());
+                let tls = verdict
+                    .text
+                    .lines()
+                    .find(|l| l.starts_with("TLS: "))
+                    .unwrap_or_else(|| panic!("{}", out.dump()));
+                assert_eq!(a["tls_line"], tls, "{dest}: {}", r.dump());
+            }
+            _ => assert_eq!(
+                a["report"].as_str().unwrap(),
+                format!("{}{}", verdict.letter, verdict.text),
+                "{dest}: {}",
+                r.dump()
+            ),
+        }
+    }
+}

@@ -9,8 +9,8 @@ use qremote::sts::cache::{Age, Cached, DIR, Entry, file_name};
 use qremote::sts::{CacheFile, Fetch, Skipped, Store, Sts, Trace, Txt};
 use qremote::tls::StsVerdict;
 
-use crate::{PeerRun, PlanNote};
 use crate::json::Json;
+use crate::{PeerRun, PlanNote};
 
 /// The MTA-STS state of one probe.
 pub struct View {
