@@ -6,6 +6,7 @@ use std::cell::RefCell;
 
 use super::DnsError;
 use super::wire::{Name, RData, TYPE_A, TYPE_AAAA, TYPE_MX, TYPE_TLSA, TYPE_TXT};
+use crate::report::outsafe;
 
 /// One lookup as the resolver made it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -71,12 +72,14 @@ fn show(r: &RData) -> String {
     match r {
         RData::A(a) => a.to_string(),
         RData::Aaaa(a) => a.to_string(),
+        // Names are any bytes on the wire: shown as qmail shows hosts, so that no escape
+        // sequence from a zone reaches the admin's terminal.
         RData::Mx { pref, host } => {
             let host = host.to_text();
             let host = if host.is_empty() { b".".to_vec() } else { host };
-            format!("{pref} {}", String::from_utf8_lossy(&host))
+            format!("{pref} {}", outsafe(&host))
         }
-        RData::Cname(n) => String::from_utf8_lossy(&n.to_text()).into_owned(),
+        RData::Cname(n) => outsafe(&n.to_text()),
         RData::Tlsa {
             usage,
             selector,
@@ -105,6 +108,19 @@ fn show(r: &RData) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_with_control_bytes_are_shown_safely() {
+        let host = Name::from_text(b"mx\x1b[2J.example").unwrap();
+        assert_eq!(
+            show(&RData::Mx {
+                pref: 10,
+                host: host.clone()
+            }),
+            "10 mx?[2J.example"
+        );
+        assert_eq!(show(&RData::Cname(host)), "mx?[2J.example");
+    }
 
     #[test]
     fn txt_is_shown_as_text() {

@@ -274,7 +274,8 @@ fn send(opts: &Opts, from: &str, to: &str) -> Exit {
     } else {
         println!("qmail-remote's reports (one per line group, NUL terminators left out):");
         for r in reports {
-            for line in String::from_utf8_lossy(r).trim_end().lines() {
+            // The server's own words are in them: no escape sequence reaches the terminal.
+            for line in String::from_utf8_lossy(&sanitize(r)).trim_end().lines() {
                 println!("  {line}");
             }
         }
