@@ -182,6 +182,46 @@ fn package_installs_delivers_switches_and_removes_cleanly() {
     assert_eq!(probe.status.code(), Some(0), "{}", show(&probe));
     let j: serde_json::Value = serde_json::from_slice(&probe.stdout).unwrap();
     assert_eq!(j["peers"][0]["attempts"][0]["tls"]["verified"], true);
+    assert_eq!(j["qmail_remote"]["state"], "qremote", "{}", show(&probe));
+
+    // A package upgrade replaces /usr/lib/qremote/qmail-remote, not the switched copy: the
+    // probe and `status` say so, and `on` installs the new build.
+    let packaged = std::fs::read(QMAIL_REMOTE).unwrap();
+    let mut upgraded = packaged.clone();
+    upgraded.extend_from_slice(b"\0upgraded");
+    let new = Path::new(QMAIL_REMOTE).with_extension("dpkg-new");
+    std::fs::write(&new, &upgraded).unwrap();
+    std::fs::set_permissions(&new, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::rename(&new, QMAIL_REMOTE).unwrap();
+    let stale = Command::new(PROBE)
+        .env_clear()
+        .env("QMAILHOME", home.path())
+        .args(["simple.qremote.test"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&stale.stdout).contains(
+            "qmail-remote: WARNING: bin/qmail-remote is qremote, but not the build in \
+             /usr/lib/qremote/qmail-remote"
+        ),
+        "{}",
+        show(&stale)
+    );
+    assert!(switch(home.path(), "status").starts_with("on, but an older qremote"));
+    switch(home.path(), "on");
+    assert!(same(&qr, Path::new(QMAIL_REMOTE)));
+    let probe = Command::new(PROBE)
+        .env_clear()
+        .env("QMAILHOME", home.path())
+        .args(["--json", "simple.qremote.test"])
+        .output()
+        .unwrap();
+    let j: serde_json::Value = serde_json::from_slice(&probe.stdout).unwrap();
+    assert_eq!(j["qmail_remote"]["state"], "qremote", "{}", show(&probe));
+    std::fs::write(&new, &packaged).unwrap();
+    std::fs::set_permissions(&new, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::rename(&new, QMAIL_REMOTE).unwrap();
+    switch(home.path(), "on");
 
     // qmail's installer reinstalls through open(O_TRUNC): the copy is overwritten, never the
     // package's file, and that is a rollback the switch recognises.

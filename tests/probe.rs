@@ -536,3 +536,28 @@ fn the_tls_line_and_report_are_those_of_a_delivery() {
         }
     }
 }
+
+/// The probe says whether the qmail home's `bin/qmail-remote` is qremote: what it shows is
+/// what deliveries do only then.
+#[test]
+fn the_qmail_remote_in_the_home_is_named() {
+    let home = QmailHome::new();
+    let state = |home: &QmailHome| {
+        // Refused before connecting (verify, no host name): no network needed.
+        let r = probe(home, &["--json", "--level", "verify", "[127.0.10.9]:25"]);
+        r.json()["qmail_remote"]["state"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(state(&home), "unknown");
+    let bin = home.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::write(bin.join("qmail-remote"), "#!/bin/sh\necho qmail 1.03\n").unwrap();
+    assert_eq!(state(&home), "other");
+    probe(&home, &["--level", "verify", "[127.0.10.9]:25"])
+        .has("qmail-remote: bin/qmail-remote is not qremote");
+    std::fs::copy(env!("CARGO_BIN_EXE_qmail-remote"), bin.join("qmail-remote")).unwrap();
+    // "qremote-stale" where a package is installed whose build is not this one.
+    assert!(state(&home).starts_with("qremote"));
+}

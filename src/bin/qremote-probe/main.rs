@@ -7,6 +7,7 @@
 mod auth;
 mod cert;
 mod dane;
+mod installed;
 mod json;
 mod sts;
 
@@ -523,6 +524,7 @@ fn probe(opts: &Opts) -> Exit {
         cfg: &cfg,
         route: route_info,
         resolver,
+        installed: installed::check(),
         sts: None,
     };
     let peers = match peers {
@@ -717,6 +719,8 @@ struct Context<'a> {
     cfg: &'a Config,
     route: RouteInfo,
     resolver: Vec<String>,
+    /// Whether `bin/qmail-remote` is this build of qremote.
+    installed: installed::Installed,
     /// Set once routing found peers.
     sts: Option<sts::View>,
 }
@@ -873,6 +877,7 @@ impl Context<'_> {
         println!("destination: {}", self.opts.dest);
         println!("qmail home: {}", self.home);
         println!("helohost: {}", outsafe(&cfg.helohost));
+        println!("qmail-remote: {}", self.installed.text());
         println!(
             "timeouts: connect {} s, remote {} s",
             cfg.timeout_connect.as_secs(),
@@ -1137,6 +1142,7 @@ impl Context<'_> {
             ("destination", Json::str(self.opts.dest.clone())),
             ("qmail_home", Json::str(self.home.clone())),
             ("helohost", Json::str(outsafe(&cfg.helohost))),
+            ("qmail_remote", self.installed.json()),
             (
                 "resolver",
                 Json::Arr(self.resolver.iter().map(|s| Json::str(s.clone())).collect()),

@@ -1,0 +1,105 @@
+//! Which `qmail-remote` deliveries run. The probe shows what the qremote library it was built
+//! from would do; deliveries do that only while `bin/qmail-remote` in the qmail home is the
+//! same build. `qremote-switch on` installs a copy there, which a package upgrade does not
+//! update (no maintainer script touches qmail), so the probe says when the two differ.
+
+use crate::json::Json;
+
+/// Where the package installs qremote's `qmail-remote` (scripts/package).
+pub const PACKAGED: &str = "/usr/lib/qremote/qmail-remote";
+/// The binary qmail-rspawn runs, relative to the qmail home (the probe runs inside it).
+const FILE: &str = "bin/qmail-remote";
+/// A text only qremote's `qmail-remote` contains (its panic report); qremote-switch asks the
+/// same question the same way.
+const MARKER: &[u8] = b"qmail-remote internal error";
+
+pub enum Installed {
+    /// No `bin/qmail-remote` (or unreadable: the probe may not run as root).
+    Unknown(String),
+    /// qmail's own, or another program: unless notqmail's `QMAILREMOTE` names qremote,
+    /// deliveries do not do what the probe shows.
+    Other,
+    /// qremote, the same bytes as the packaged binary (or no packaged binary to compare).
+    Qremote { packaged: bool },
+    /// qremote, but not the packaged build: the package changed since `qremote-switch on`.
+    Stale,
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    let Some((&first, rest)) = needle.split_first() else {
+        return true;
+    };
+    haystack
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| **b == first)
+        .any(|(i, _)| haystack.get(i + 1..i + needle.len()) == Some(rest))
+}
+
+pub fn check() -> Installed {
+    let bin = match std::fs::read(FILE) {
+        Ok(b) => b,
+        Err(e) => {
+            return Installed::Unknown(match e.kind() {
+                std::io::ErrorKind::NotFound => "no such file".into(),
+                std::io::ErrorKind::PermissionDenied => "permission denied".into(),
+                _ => "read error".into(),
+            });
+        }
+    };
+    if !contains(&bin, MARKER) {
+        return Installed::Other;
+    }
+    match std::fs::read(PACKAGED) {
+        Ok(packaged) if packaged != bin => Installed::Stale,
+        Ok(_) => Installed::Qremote { packaged: true },
+        Err(_) => Installed::Qremote { packaged: false },
+    }
+}
+
+impl Installed {
+    pub fn text(&self) -> String {
+        match self {
+            Installed::Unknown(why) => format!("{FILE}: cannot be read ({why})"),
+            Installed::Other => format!(
+                "{FILE} is not qremote (qmail's own?): deliveries do what this shows only if \
+                 QMAILREMOTE (notqmail 1.08) names qremote; see qremote-switch(8)"
+            ),
+            Installed::Qremote { packaged: true } => {
+                format!("{FILE} is qremote, the same build as {PACKAGED}")
+            }
+            Installed::Qremote { packaged: false } => format!("{FILE} is qremote"),
+            Installed::Stale => format!(
+                "WARNING: {FILE} is qremote, but not the build in {PACKAGED} (the package was \
+                 upgraded since 'qremote-switch on'?): deliveries run the copy in {FILE}; run \
+                 'qremote-switch on' to install the new one"
+            ),
+        }
+    }
+
+    pub fn json(&self) -> Json {
+        let state = match self {
+            Installed::Unknown(_) => "unknown",
+            Installed::Other => "other",
+            Installed::Qremote { .. } => "qremote",
+            Installed::Stale => "qremote-stale",
+        };
+        Json::Obj(vec![
+            ("file", Json::str(FILE)),
+            ("state", Json::str(state)),
+            ("text", Json::str(self.text())),
+        ])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_marker() {
+        assert!(contains(b"xx qmail-remote internal error.", MARKER));
+        assert!(!contains(b"qmail-remote internal erro", MARKER));
+        assert!(!contains(b"", MARKER));
+    }
+}
