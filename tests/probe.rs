@@ -561,3 +561,32 @@ fn the_qmail_remote_in_the_home_is_named() {
     // "qremote-stale" where a package is installed whose build is not this one.
     assert!(state(&home).starts_with("qremote"));
 }
+
+/// Output into a closed pipe (`qremote-probe example.com | head -1`) ends the probe quietly
+/// with UNKNOWN: no abort, no core, no Rust panic text.
+#[test]
+fn a_closed_output_pipe_is_not_a_crash() {
+    let home = QmailHome::new();
+    let (read, write) = std::io::pipe().unwrap();
+    drop(read);
+    let out = Command::new(PROBE)
+        .env_clear()
+        .env("QMAILHOME", home.path())
+        .args(["--level", "verify", "[127.0.10.9]:25"])
+        .stdin(Stdio::null())
+        .stdout(write)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{:?} {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

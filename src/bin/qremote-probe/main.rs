@@ -68,7 +68,8 @@ exit status (Nagios/monitoring-plugins convention):
   1  WARNING: a delivery would reach MAIL FROM, but a probed peer failed or TLS was not
      verified there
   2  CRITICAL: no probed peer would take the message (with --send: deferred or bounced)
-  3  UNKNOWN: bad usage, or the control files cannot be used
+  3  UNKNOWN: bad usage, the control files cannot be used, or the output cannot be
+     written
 ";
 
 struct Opts {
@@ -172,7 +173,27 @@ fn relay_form(dest: &str) -> Option<(&str, u16)> {
     (bracketed || !host.contains(':')).then_some((host, port))
 }
 
+/// A panic (the build aborts on one) would dump core with Rust's message. The usual one is
+/// output into a closed pipe (`qremote-probe example.com | head`): println! panics on
+/// EPIPE. Either way: one line at most, and UNKNOWN for a monitoring system.
+fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let payload = info.payload();
+        let msg = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or("no message");
+        if !msg.contains("Broken pipe") {
+            use std::io::Write;
+            let _ = writeln!(std::io::stderr(), "qremote-probe: internal error: {msg}");
+        }
+        std::process::exit(Exit::Unknown as i32);
+    }));
+}
+
 fn main() -> ExitCode {
+    install_panic_hook();
     let args: Vec<String> = std::env::args_os()
         .skip(1)
         .map(|a| a.to_string_lossy().into_owned())
