@@ -283,6 +283,26 @@ mod tests {
     }
 
     #[test]
+    fn odd_bytes_in_names_are_shown_safely() {
+        // The same length as the bytes patched in: ESC, a non-UTF-8 byte, a quote, a
+        // backslash, LF, NUL, DEL and a UTF-8 'é'.
+        let ck = rcgen::generate_simple_self_signed(vec!["AAAAAAAAA.example".to_string()]).unwrap();
+        let odd = b"\x1b\xff\"\\\n\0\x7f\xc3\xa9";
+        let mut der = ck.cert.der().to_vec();
+        let at = der
+            .windows(9)
+            .position(|w| w == b"AAAAAAAAA")
+            .expect("the SAN in the DER");
+        der[at..at + 9].copy_from_slice(odd);
+        let c = parse(&der).unwrap();
+        assert_eq!(c.sans, ["DNS:??\"\\?????.example"]);
+        let mut out = String::new();
+        crate::cert_json(&der).write(&mut out);
+        let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(j["names"][0], "DNS:??\"\\?????.example");
+    }
+
+    #[test]
     fn times() {
         let t = Der {
             tag: 0x17,
