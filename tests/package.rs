@@ -223,6 +223,41 @@ fn package_installs_delivers_switches_and_removes_cleanly() {
     std::fs::rename(&new, QMAIL_REMOTE).unwrap();
     switch(home.path(), "on");
 
+    // notqmail 1.08's QMAILREMOTE: `status` names what each running qmail-rspawn was given.
+    let fake = tempfile::tempdir().unwrap();
+    let rspawn = fake.path().join("qmail-rspawn");
+    std::fs::copy("/bin/sleep", &rspawn).unwrap();
+    let mut with = Command::new(&rspawn)
+        .env_clear()
+        .env("QMAILREMOTE", QMAIL_REMOTE)
+        .arg("600")
+        .spawn()
+        .unwrap();
+    let mut without = Command::new(&rspawn)
+        .env_clear()
+        .arg("600")
+        .spawn()
+        .unwrap();
+    let status = switch(home.path(), "status");
+    with.kill().unwrap();
+    without.kill().unwrap();
+    with.wait().unwrap();
+    without.wait().unwrap();
+    assert!(
+        status.contains(&format!(
+            "qmail-rspawn (pid {}): QMAILREMOTE={QMAIL_REMOTE}, qremote",
+            with.id()
+        )),
+        "{status}"
+    );
+    assert!(
+        status.contains(&format!(
+            "qmail-rspawn (pid {}): no QMAILREMOTE, runs bin/qmail-remote",
+            without.id()
+        )),
+        "{status}"
+    );
+
     // qmail's installer reinstalls through open(O_TRUNC): the copy is overwritten, never the
     // package's file, and that is a rollback the switch recognises.
     let packaged = std::fs::read(QMAIL_REMOTE).unwrap();
