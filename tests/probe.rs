@@ -590,3 +590,65 @@ fn a_closed_output_pipe_is_not_a_crash() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A handshake that fails at `may`, then a plaintext retry that cannot connect (the server
+/// closed its listener): a delivery reports the TLS failure, and so does the probe.
+#[test]
+fn a_plaintext_retry_that_cannot_connect_keeps_the_tls_reason() {
+    fn one_failed_handshake() -> (String, std::thread::JoinHandle<()>) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let relay = format!("[127.0.0.1]:{}", listener.local_addr().unwrap().port());
+        let handle = std::thread::spawn(move || {
+            use std::io::{BufRead, BufReader, Read, Write};
+            let (tcp, _) = listener.accept().unwrap();
+            // Closed before the client can learn the handshake failed: its retry is refused.
+            drop(listener);
+            let mut r = BufReader::new(tcp);
+            let mut line = String::new();
+            let say = |r: &mut BufReader<std::net::TcpStream>, s: &[u8]| {
+                let _ = r.get_mut().write_all(s);
+            };
+            say(&mut r, b"220 scripted ESMTP\r\n");
+            let _ = r.read_line(&mut line);
+            say(&mut r, b"250-scripted\r\n250 STARTTLS\r\n");
+            let _ = r.read_line(&mut line);
+            say(&mut r, b"220 go ahead\r\n");
+            let mut hello = [0u8; 5];
+            let _ = r.get_mut().read(&mut hello);
+            say(&mut r, b"this is not TLS\r\n");
+            let _ = r.get_ref().shutdown(std::net::Shutdown::Both);
+        });
+        (relay, handle)
+    }
+    let home = QmailHome::new();
+    home.control("timeoutremote", "3\n");
+    let (relay, server) = one_failed_handshake();
+    home.route("example.org", &relay);
+    let r = probe(&home, &["--json", "example.org"]);
+    server.join().unwrap();
+    let j = r.json();
+    let attempts = j["peers"][0]["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 2, "{}", r.dump());
+    assert_eq!(attempts[0]["state"], "retry-plaintext");
+    assert_eq!(attempts[1]["state"], "no-connection");
+    let probed = attempts[1]["report"].as_str().unwrap().to_string();
+
+    let home = QmailHome::new();
+    home.control("timeoutremote", "3\n");
+    let (relay, server) = one_failed_handshake();
+    home.route("example.org", &relay);
+    let out = home.run(
+        "example.org",
+        "a@b",
+        &["x@example.org"],
+        b"Subject: x\n\nx\n",
+    );
+    server.join().unwrap();
+    out.expect("Z", "(#4.7.5)");
+    assert!(
+        out.last().text.starts_with("TLS with 127.0.0.1 failed: "),
+        "{}",
+        out.dump()
+    );
+    assert_eq!(probed, format!("Z{}", out.last().text), "{}", r.dump());
+}

@@ -321,6 +321,9 @@ fn test_message(from: &str, to: &str) -> String {
 /// One connection to one address.
 struct Attempt {
     plain_because: Option<String>,
+    /// The plaintext retry after a failed handshake at `may`: that failure, which a delivery
+    /// reports if the retry cannot connect.
+    retry_of: Option<Failure>,
     source: Option<SocketAddr>,
     connect: Result<Duration, String>,
     probe: Option<session::Probe>,
@@ -686,6 +689,7 @@ fn probe(opts: &Opts) -> Exit {
 fn attempts(job: &mut Job, peer: &Peer, policy: &Policy) -> Vec<Attempt> {
     let mut out = Vec::new();
     let mut plain_because = None;
+    let mut retry_of = None;
     loop {
         let start = Instant::now();
         let tcp = match connect::try_connect(job.cfg, peer.ip, peer.port) {
@@ -693,6 +697,7 @@ fn attempts(job: &mut Job, peer: &Peer, policy: &Policy) -> Vec<Attempt> {
             Err(e) => {
                 out.push(Attempt {
                     plain_because,
+                    retry_of,
                     source: None,
                     connect: Err(e.to_string()),
                     probe: None,
@@ -715,20 +720,22 @@ fn attempts(job: &mut Job, peer: &Peer, policy: &Policy) -> Vec<Attempt> {
             };
             p.outcome = ProbeOutcome::Next(f, Some(line.clone()));
         }
-        let retry = match &p.outcome {
-            ProbeOutcome::RetryPlain(why) => {
-                Some(format!("TLS failed, retried in plaintext: {why}"))
-            }
+        let failed = match &p.outcome {
+            ProbeOutcome::RetryPlain(why) => Some(why.clone()),
             _ => None,
         };
         out.push(Attempt {
             plain_because,
+            retry_of,
             source,
             connect: Ok(elapsed),
             probe: Some(p),
         });
-        match retry {
-            Some(why) if out.len() < 2 => plain_because = Some(why),
+        match failed {
+            Some(why) if out.len() < 2 => {
+                plain_because = Some(format!("TLS failed, retried in plaintext: {why}"));
+                retry_of = Some(Failure::TlsFailed { ip: peer.ip, why });
+            }
             _ => return out,
         }
     }
@@ -771,7 +778,9 @@ fn verdict(a: &Attempt, sts: Option<&Sts>) -> (&'static str, Option<String>, Opt
     };
     match (&a.connect, &a.probe) {
         (Err(_), _) => {
-            let r = finish(Failure::NoConnection.report());
+            // As lib::deliver: a plaintext retry that cannot connect keeps the TLS reason.
+            let f = a.retry_of.clone().unwrap_or(Failure::NoConnection);
+            let r = finish(f.report());
             (
                 "no-connection",
                 Some(report_text(letter_char(r.letter()), r.text())),
