@@ -135,8 +135,13 @@ fn package_installs_delivers_switches_and_removes_cleanly() {
     std::os::unix::fs::chown(&qr, Some(0), Some(65534)).unwrap();
     std::fs::set_permissions(&qr, std::fs::Permissions::from_mode(0o711)).unwrap();
     assert!(switch(home.path(), "status").starts_with("off"));
+    // A rollback without a switch changes nothing.
+    assert!(switch(home.path(), "off").starts_with("already off"));
+    assert!(!orig.exists());
     switch(home.path(), "on");
     assert!(same(&qr, Path::new(QMAIL_REMOTE)));
+    // Twice is once: qmail's saved binary is not replaced by qremote's.
+    assert!(switch(home.path(), "on").starts_with("already on"));
     assert!(
         std::fs::read_to_string(&orig)
             .unwrap()
@@ -278,6 +283,12 @@ fn package_installs_delivers_switches_and_removes_cleanly() {
             .contains("reinstalled")
     );
     assert!(!orig.exists());
+    assert!(switch(home.path(), "off").starts_with("already off"));
+    assert!(
+        std::fs::read_to_string(&qr)
+            .unwrap()
+            .contains("reinstalled")
+    );
     let meta = std::fs::metadata(&qr).unwrap();
     assert_eq!((meta.gid(), meta.mode() & 0o7777), (65534, 0o711));
 
@@ -296,8 +307,15 @@ fn package_installs_delivers_switches_and_removes_cleanly() {
     .unwrap();
     let sbin = Path::new("/usr/sbin/qmail-remote");
     let sbin_orig = Path::new("/usr/sbin/qmail-remote.orig");
+    assert!(switch(deb_home.path(), "off").starts_with("already off"));
     switch(deb_home.path(), "on");
     assert!(same(sbin, Path::new(QMAIL_REMOTE)));
+    assert!(switch(deb_home.path(), "on").starts_with("already on"));
+    assert!(
+        std::fs::read_to_string(sbin_orig)
+            .unwrap()
+            .contains("qmail 1")
+    );
     let diversion = ok(Command::new("dpkg-divert")
         .args(["--truename", "/usr/sbin/qmail-remote"])
         .output()
@@ -315,6 +333,8 @@ fn package_installs_delivers_switches_and_removes_cleanly() {
             .contains("qmail 2")
     );
     switch(deb_home.path(), "off");
+    assert!(std::fs::read_to_string(sbin).unwrap().contains("qmail 2"));
+    assert!(switch(deb_home.path(), "off").starts_with("already off"));
     assert!(std::fs::read_to_string(sbin).unwrap().contains("qmail 2"));
     let diversion = ok(Command::new("dpkg-divert")
         .args(["--truename", "/usr/sbin/qmail-remote"])
