@@ -109,15 +109,21 @@ fn package_installs_delivers_switches_and_removes_cleanly() {
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&file_out.stdout).contains("E   L   F"));
-    // Stripped: no symbol table.
-    let syms = Command::new("sh")
-        .args([
-            "-c",
-            &format!("LC_ALL=C readelf -S {QMAIL_REMOTE} | grep -c symtab"),
-        ])
+    // Both binaries stripped: no symbol table.
+    for bin in [QMAIL_REMOTE, PROBE] {
+        let syms = Command::new("sh")
+            .args(["-c", &format!("LC_ALL=C readelf -S {bin} | grep -c symtab")])
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&syms.stdout).trim(), "0", "{bin}");
+    }
+    // No maintainer scripts: installing, upgrading or removing touches no qmail.
+    let control = ok(Command::new("sh")
+        .args(["-c", &format!("dpkg-deb --ctrl-tarfile {deb} | tar -t")])
         .output()
-        .unwrap();
-    assert_eq!(String::from_utf8_lossy(&syms.stdout).trim(), "0");
+        .unwrap());
+    let members: Vec<&str> = control.lines().filter(|l| *l != "./").collect();
+    assert_eq!(members, ["./control"], "{control}");
 
     // /var/qmail layout: bin/qmail-remote is a real file, root:<group> 0711.
     let home = QmailHome::new();
