@@ -495,7 +495,17 @@ fn the_tls_line_and_report_are_those_of_a_delivery() {
             Some("notls.qremote.test"),
             Some("notls.qremote.test:encrypt\n"),
         ),
+        // DANE: verified by TLSA records; a secure host without them; usable records and
+        // no STARTTLS; records that match nothing.
+        ("ee.dane.test", None, None),
+        ("notlsa.dane.test", None, None),
+        ("notls.dane.test", None, None),
+        ("eebad.dane.test", None, None),
+        // MTA-STS: enforce (verified), testing (what enforce would have done).
+        ("enforce.sts.test", None, None),
+        ("testing.sts.test", None, None),
     ];
+    let mut refused = 0;
     for (dest, relay, tlspolicy) in cases {
         let home = home();
         if let Some(relay) = relay {
@@ -527,14 +537,19 @@ fn the_tls_line_and_report_are_those_of_a_delivery() {
                     .unwrap_or_else(|| panic!("{}", out.dump()));
                 assert_eq!(a["tls_line"], tls, "{dest}: {}", r.dump());
             }
-            _ => assert_eq!(
-                a["report"].as_str().unwrap(),
-                format!("{}{}", verdict.letter, verdict.text),
-                "{dest}: {}",
-                r.dump()
-            ),
+            _ => {
+                refused += 1;
+                assert_eq!(
+                    a["report"].as_str().unwrap(),
+                    format!("{}{}", verdict.letter, verdict.text),
+                    "{dest}: {}",
+                    r.dump()
+                );
+            }
         }
     }
+    // expired at verify, notls at encrypt, DANE without STARTTLS, DANE not matching.
+    assert_eq!(refused, 4);
 }
 
 /// The probe says whether the qmail home's `bin/qmail-remote` is qremote: what it shows is
