@@ -667,3 +667,68 @@ fn a_plaintext_retry_that_cannot_connect_keeps_the_tls_reason() {
     );
     assert_eq!(probed, format!("Z{}", out.last().text), "{}", r.dump());
 }
+
+/// A peer that trickles its greeting, or its side of the TLS handshake, one byte at a time
+/// (no per-read timeout would ever fire) is cut off at `timeoutremote`, as in a delivery.
+#[test]
+fn a_trickling_greeting_or_handshake_is_cut_off() {
+    use crate::peer::Scripted;
+    use std::time::{Duration, Instant};
+    fn trickle(c: &mut crate::peer::Client, first: &[u8]) {
+        c.send_bytes(first);
+        for _ in 0..100 {
+            std::thread::sleep(Duration::from_millis(100));
+            let w = c.reader.get_mut();
+            if std::io::Write::write_all(w, b"2").is_err() {
+                break;
+            }
+        }
+    }
+    let server = Scripted::start(2, |i, c| {
+        if i == 0 {
+            trickle(c, b"2");
+        } else {
+            c.ehlo(&["STARTTLS"]);
+            c.expect("STARTTLS");
+            c.send("220 go ahead\r\n");
+            let mut hello = [0u8; 5];
+            let _ = std::io::Read::read(c.reader.get_mut(), &mut hello);
+            // A handshake record of 16 KiB whose bytes come one by one.
+            trickle(c, b"\x16\x03\x03\x40\x00");
+        }
+    });
+    let home = QmailHome::new();
+    home.control("timeoutremote", "2\n");
+    home.route("example.org", &server.relay());
+    let start = Instant::now();
+    let r = probe(&home, &["--json", "example.org"]);
+    assert!(
+        start.elapsed() < Duration::from_secs(6),
+        "{:?}",
+        start.elapsed()
+    );
+    let a = &r.json()["peers"][0]["attempts"][0];
+    assert!(
+        a["report"]
+            .as_str()
+            .unwrap()
+            .starts_with("ZConnected to 127.0.0.1 but connection died."),
+        "{}",
+        r.dump()
+    );
+    let start = Instant::now();
+    let r = probe(&home, &["--json", "--level", "encrypt", "example.org"]);
+    assert!(
+        start.elapsed() < Duration::from_secs(6),
+        "{:?}",
+        start.elapsed()
+    );
+    let a = &r.json()["peers"][0]["attempts"][0];
+    assert_eq!(
+        a["report"],
+        "ZTLS with 127.0.0.1 failed: the handshake did not complete in time. (#4.7.5)\n",
+        "{}",
+        r.dump()
+    );
+    server.finish();
+}
