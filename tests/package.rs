@@ -347,6 +347,24 @@ fn package_installs_delivers_switches_and_removes_cleanly() {
         .output()
         .unwrap());
     assert_eq!(diversion.trim(), "/usr/sbin/qmail-remote");
+    // A home whose bin/ is itself a link to the package's directory: the packaged file is
+    // diverted too (renamed over without a diversion, a qmail upgrade would undo the switch).
+    let linked_home = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink("/usr/sbin", linked_home.path().join("bin")).unwrap();
+    assert!(switch(linked_home.path(), "on").contains("/usr/sbin/qmail-remote.orig"));
+    let diversion = ok(Command::new("dpkg-divert")
+        .args(["--truename", "/usr/sbin/qmail-remote"])
+        .output()
+        .unwrap());
+    assert_eq!(diversion.trim(), "/usr/sbin/qmail-remote.orig");
+    assert!(same(sbin, Path::new(QMAIL_REMOTE)));
+    switch(linked_home.path(), "off");
+    assert!(std::fs::read_to_string(sbin).unwrap().contains("qmail 2"));
+    let diversion = ok(Command::new("dpkg-divert")
+        .args(["--truename", "/usr/sbin/qmail-remote"])
+        .output()
+        .unwrap());
+    assert_eq!(diversion.trim(), "/usr/sbin/qmail-remote");
     ok(dpkg(&["-P", "qremote-test-qmail"]));
     assert!(!sbin.exists() && !sbin_orig.exists());
 
