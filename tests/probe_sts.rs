@@ -399,6 +399,27 @@ fn cache_and_sender_options_do_not_go_with_send() {
             "not with --sender",
         ),
         (&["--sender"], "--sender needs an envelope sender"),
+        (
+            &[
+                "--level", "verify", "--send", "a@b.test", "c@d.test", "d.test",
+            ],
+            "not with --all, --peer or --level",
+        ),
+        (
+            &["--send", "a@b.test", "c@d.test", "--all", "d.test"],
+            "not with --all, --peer or --level",
+        ),
+        (
+            &[
+                "--peer",
+                "127.0.0.1",
+                "--send",
+                "a@b.test",
+                "c@d.test",
+                "d.test",
+            ],
+            "not with --all, --peer or --level",
+        ),
     ] {
         let r = probe(&home, args);
         r.code(3);

@@ -153,6 +153,12 @@ fn parse_args(args: &[String]) -> Result<Option<Opts>, String> {
     if opts.stdin && opts.send.is_none() {
         return Err("--stdin goes with --send".into());
     }
+    if opts.send.is_some() && (opts.all || opts.peer.is_some() || opts.level.is_some()) {
+        // A delivery takes no such choice: the test message would go as usual, not as asked.
+        return Err(
+            "--send delivers as qmail-remote does: not with --all, --peer or --level".into(),
+        );
+    }
     if opts.sender.is_some() && opts.send.is_some() {
         return Err("--send names its own sender: not with --sender".into());
     }
