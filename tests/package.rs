@@ -52,6 +52,34 @@ fn same(a: &Path, b: &Path) -> bool {
     std::fs::read(a).unwrap() == std::fs::read(b).unwrap()
 }
 
+/// The installed probe, for the qmail home `home`.
+fn installed_probe(home: &Path, args: &[&str]) -> Output {
+    Command::new(PROBE)
+        .env_clear()
+        .env("QMAILHOME", home)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// Replaces the packaged qmail-remote as dpkg does on an upgrade (a new file renamed over).
+fn replace_packaged(bytes: &[u8]) {
+    let new = Path::new(QMAIL_REMOTE).with_extension("dpkg-new");
+    std::fs::write(&new, bytes).unwrap();
+    std::fs::set_permissions(&new, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::rename(&new, QMAIL_REMOTE).unwrap();
+}
+
+/// Where dpkg puts the qmail package's /usr/sbin/qmail-remote (the diversion, if any).
+fn sbin_truename() -> String {
+    ok(Command::new("dpkg-divert")
+        .args(["--truename", "/usr/sbin/qmail-remote"])
+        .output()
+        .unwrap())
+    .trim()
+    .to_string()
+}
+
 /// A fake "qmail" package that owns /usr/sbin/qmail-remote, as Debian's qmail packages do.
 fn fake_qmail_deb(dir: &Path, version: &str) -> PathBuf {
     let root = dir.join(format!("fakeqmail-{version}"));
@@ -184,12 +212,7 @@ fn package_installs_delivers_switches_and_removes_cleanly() {
     );
     assert!(reports.contains("verified as mx1.qremote.test by control/tlsca."));
     delivered("pkg.qremote.test", &local);
-    let probe = Command::new(PROBE)
-        .env_clear()
-        .env("QMAILHOME", home.path())
-        .args(["--json", "simple.qremote.test"])
-        .output()
-        .unwrap();
+    let probe = installed_probe(home.path(), &["--json", "simple.qremote.test"]);
     assert_eq!(probe.status.code(), Some(0), "{}", show(&probe));
     let j: serde_json::Value = serde_json::from_slice(&probe.stdout).unwrap();
     assert_eq!(j["peers"][0]["attempts"][0]["tls"]["verified"], true);
@@ -200,16 +223,8 @@ fn package_installs_delivers_switches_and_removes_cleanly() {
     let packaged = std::fs::read(QMAIL_REMOTE).unwrap();
     let mut upgraded = packaged.clone();
     upgraded.extend_from_slice(b"\0upgraded");
-    let new = Path::new(QMAIL_REMOTE).with_extension("dpkg-new");
-    std::fs::write(&new, &upgraded).unwrap();
-    std::fs::set_permissions(&new, std::fs::Permissions::from_mode(0o755)).unwrap();
-    std::fs::rename(&new, QMAIL_REMOTE).unwrap();
-    let stale = Command::new(PROBE)
-        .env_clear()
-        .env("QMAILHOME", home.path())
-        .args(["simple.qremote.test"])
-        .output()
-        .unwrap();
+    replace_packaged(&upgraded);
+    let stale = installed_probe(home.path(), &["simple.qremote.test"]);
     assert!(
         String::from_utf8_lossy(&stale.stdout).contains(
             "qmail-remote: WARNING: bin/qmail-remote is qremote, but not the build in \
@@ -221,17 +236,10 @@ fn package_installs_delivers_switches_and_removes_cleanly() {
     assert!(switch(home.path(), "status").starts_with("on, but an older qremote"));
     switch(home.path(), "on");
     assert!(same(&qr, Path::new(QMAIL_REMOTE)));
-    let probe = Command::new(PROBE)
-        .env_clear()
-        .env("QMAILHOME", home.path())
-        .args(["--json", "simple.qremote.test"])
-        .output()
-        .unwrap();
+    let probe = installed_probe(home.path(), &["--json", "simple.qremote.test"]);
     let j: serde_json::Value = serde_json::from_slice(&probe.stdout).unwrap();
     assert_eq!(j["qmail_remote"]["state"], "qremote", "{}", show(&probe));
-    std::fs::write(&new, &packaged).unwrap();
-    std::fs::set_permissions(&new, std::fs::Permissions::from_mode(0o755)).unwrap();
-    std::fs::rename(&new, QMAIL_REMOTE).unwrap();
+    replace_packaged(&packaged);
     switch(home.path(), "on");
 
     // notqmail 1.08's QMAILREMOTE: `status` names what each running qmail-rspawn was given.
@@ -322,11 +330,7 @@ fn package_installs_delivers_switches_and_removes_cleanly() {
             .unwrap()
             .contains("qmail 1")
     );
-    let diversion = ok(Command::new("dpkg-divert")
-        .args(["--truename", "/usr/sbin/qmail-remote"])
-        .output()
-        .unwrap());
-    assert_eq!(diversion.trim(), "/usr/sbin/qmail-remote.orig");
+    assert_eq!(sbin_truename(), "/usr/sbin/qmail-remote.orig");
     // A qmail package upgrade goes to the diverted name and leaves qremote in place.
     ok(dpkg(&[
         "-i",
@@ -342,29 +346,17 @@ fn package_installs_delivers_switches_and_removes_cleanly() {
     assert!(std::fs::read_to_string(sbin).unwrap().contains("qmail 2"));
     assert!(switch(deb_home.path(), "off").starts_with("already off"));
     assert!(std::fs::read_to_string(sbin).unwrap().contains("qmail 2"));
-    let diversion = ok(Command::new("dpkg-divert")
-        .args(["--truename", "/usr/sbin/qmail-remote"])
-        .output()
-        .unwrap());
-    assert_eq!(diversion.trim(), "/usr/sbin/qmail-remote");
+    assert_eq!(sbin_truename(), "/usr/sbin/qmail-remote");
     // A home whose bin/ is itself a link to the package's directory: the packaged file is
     // diverted too (renamed over without a diversion, a qmail upgrade would undo the switch).
     let linked_home = tempfile::tempdir().unwrap();
     std::os::unix::fs::symlink("/usr/sbin", linked_home.path().join("bin")).unwrap();
     assert!(switch(linked_home.path(), "on").contains("/usr/sbin/qmail-remote.orig"));
-    let diversion = ok(Command::new("dpkg-divert")
-        .args(["--truename", "/usr/sbin/qmail-remote"])
-        .output()
-        .unwrap());
-    assert_eq!(diversion.trim(), "/usr/sbin/qmail-remote.orig");
+    assert_eq!(sbin_truename(), "/usr/sbin/qmail-remote.orig");
     assert!(same(sbin, Path::new(QMAIL_REMOTE)));
     switch(linked_home.path(), "off");
     assert!(std::fs::read_to_string(sbin).unwrap().contains("qmail 2"));
-    let diversion = ok(Command::new("dpkg-divert")
-        .args(["--truename", "/usr/sbin/qmail-remote"])
-        .output()
-        .unwrap());
-    assert_eq!(diversion.trim(), "/usr/sbin/qmail-remote");
+    assert_eq!(sbin_truename(), "/usr/sbin/qmail-remote");
     ok(dpkg(&["-P", "qremote-test-qmail"]));
     assert!(!sbin.exists() && !sbin_orig.exists());
 
