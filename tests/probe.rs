@@ -732,3 +732,49 @@ fn a_trickling_greeting_or_handshake_is_cut_off() {
     );
     server.finish();
 }
+
+/// The probe says what the whole delivery comes to, as qmail-remote decides it: MX 10 has no
+/// STARTTLS for `encrypt`, MX 20 is skipped for recent timeouts (queue/lock/tcpto), so a
+/// delivery ends with MX 10's report; the same home delivered to gives the same report.
+#[test]
+#[ignore = "needs real peers: scripts/test"]
+fn the_delivery_outcome_is_that_of_a_delivery() {
+    let home = home();
+    let r = probe(&home, &["--json", "simple.qremote.test"]);
+    assert_eq!(r.json()["delivery"]["outcome"], "mail-from", "{}", r.dump());
+    assert_eq!(r.json()["delivery"]["ip"], "127.0.0.20");
+    probe(&home, &["simple.qremote.test"]).has("a delivery would send MAIL FROM to 127.0.0.20\n");
+
+    home.control("tlspolicy", "notls.qremote.test:encrypt\n");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as u32;
+    let mut table = vec![0u8; 64 * 16];
+    table[..4].copy_from_slice(&[127, 0, 0, 20]);
+    table[4] = 2;
+    table[8..12].copy_from_slice(&now.to_le_bytes());
+    std::fs::write(home.path().join("queue/lock/tcpto"), &table).unwrap();
+    let r = probe(&home, &["--json", "tlsfallback.qremote.test"]);
+    let j = r.json();
+    assert_eq!(j["delivery"]["outcome"], "report", "{}", r.dump());
+    let report = j["delivery"]["report"].as_str().unwrap().to_string();
+    assert!(
+        report.starts_with("ZTLS is required, but 127.0.0.21 did not offer STARTTLS"),
+        "{}",
+        r.dump()
+    );
+    probe(&home, &["tlsfallback.qremote.test"]).has(&format!(
+        "a delivery would end with this report:\n  {}",
+        report.lines().next().unwrap()
+    ));
+    let to = format!("{}@tlsfallback.qremote.test", unique("probe-outcome"));
+    let out = home.run(
+        "tlsfallback.qremote.test",
+        "sender@client.qremote.test",
+        &[&to],
+        b"Subject: x\n\nx\n",
+    );
+    out.assert_clean();
+    assert_eq!(report, format!("Z{}", out.last().text), "{}", out.dump());
+}

@@ -774,6 +774,52 @@ fn exit_code(runs: &[PeerRun], route_failure: Option<&Report>) -> Exit {
     }
 }
 
+/// What the whole delivery would come to, from the addresses in order, as lib::deliver
+/// decides it.
+enum Delivery {
+    /// It sends MAIL FROM to this address.
+    MailFrom(IpAddr),
+    /// It ends with this report (letter and text): the last failure it recorded.
+    Report(String),
+    /// An address a delivery would connect to was not probed (`--peer`).
+    Unknown,
+}
+
+fn delivery(runs: &[PeerRun], sts: Option<&Sts>) -> Delivery {
+    let finish = |r: Report| {
+        let r = match sts {
+            Some(s) => s.finish(r),
+            None => r,
+        };
+        report_text(letter_char(r.letter()), r.text())
+    };
+    let mut last: Option<String> = None;
+    for run in runs {
+        match &run.plan {
+            PlanNote::Dropped => continue,
+            PlanNote::Stop => break,
+            PlanNote::Refuse(f) => {
+                last = Some(finish(f.clone()));
+                continue;
+            }
+            PlanNote::Connect if run.tcpto_skip => continue,
+            PlanNote::Connect => {}
+        }
+        let Some(a) = run.attempts.last() else {
+            return Delivery::Unknown;
+        };
+        match (&a.connect, verdict(a, sts)) {
+            (_, ("ready", _, _)) => return Delivery::MailFrom(run.peer.ip),
+            // A connection that failed leaves the last report standing, unless it was the
+            // plaintext retry after a failed handshake (whose failure the report names).
+            (Err(_), _) if a.retry_of.is_none() => {}
+            (_, (_, Some(report), _)) => last = Some(report),
+            (_, (_, None, _)) => {}
+        }
+    }
+    Delivery::Report(last.unwrap_or_else(|| finish(Failure::NoConnection.report())))
+}
+
 /// What a delivery would do after this attempt (`ready`, `next`, `retry-plaintext`,
 /// `no-connection`), the report it would print if this address were the last one tried, and
 /// the `TLS:` line. `sts` adds the `MTA-STS:` line, as a delivery does to its last report.
@@ -1056,6 +1102,18 @@ impl Context<'_> {
             );
         }
         println!();
+        match delivery(runs, self.found()) {
+            Delivery::MailFrom(ip) => println!("a delivery would send MAIL FROM to {ip}"),
+            Delivery::Report(r) => {
+                println!("a delivery would end with this report:");
+                for l in r.trim_end().lines() {
+                    println!("  {l}");
+                }
+            }
+            Delivery::Unknown => {
+                println!("a delivery: not known (an address it would try was not probed)")
+            }
+        }
         println!("result: {}", exit_name(code));
     }
 
@@ -1194,6 +1252,34 @@ impl Context<'_> {
                 Json::opt_str(failure.map(|f| report_text(letter_char(f.letter()), f.text()))),
             ),
             ("peers", Json::Arr(peers)),
+            (
+                "delivery",
+                match (failure, delivery(runs, self.found())) {
+                    (Some(f), _) => Json::Obj(vec![
+                        ("outcome", Json::str("report")),
+                        ("ip", Json::Null),
+                        (
+                            "report",
+                            Json::str(report_text(letter_char(f.letter()), f.text())),
+                        ),
+                    ]),
+                    (None, Delivery::MailFrom(ip)) => Json::Obj(vec![
+                        ("outcome", Json::str("mail-from")),
+                        ("ip", Json::str(ip.to_string())),
+                        ("report", Json::Null),
+                    ]),
+                    (None, Delivery::Report(r)) => Json::Obj(vec![
+                        ("outcome", Json::str("report")),
+                        ("ip", Json::Null),
+                        ("report", Json::str(r)),
+                    ]),
+                    (None, Delivery::Unknown) => Json::Obj(vec![
+                        ("outcome", Json::str("unknown")),
+                        ("ip", Json::Null),
+                        ("report", Json::Null),
+                    ]),
+                },
+            ),
             ("status", Json::str(exit_name(code))),
             ("exit", Json::Num(*code as i64)),
         ])
@@ -1467,6 +1553,77 @@ mod tests {
             "a.example:relay:587|alice|(password hidden)"
         );
         assert_eq!(mask_credentials(b"a:relay:25"), "a:relay:25");
+    }
+
+    /// A run for [`delivery`]: the address 192.0.2.N, with `plan` and `attempts`.
+    fn run(n: u8, plan: PlanNote, attempts: Vec<Attempt>) -> PeerRun {
+        let policy = Policy {
+            level: Level::May,
+            anchors: Anchors::Public,
+            source: "default".into(),
+            note: String::new(),
+            sts: None,
+            refused: None,
+        };
+        PeerRun {
+            peer: Peer {
+                name: format!("mx{n}.example").into_bytes(),
+                ip: IpAddr::from([192, 0, 2, n]),
+                port: 25,
+                pref: u32::from(n),
+                relay: false,
+                mx_ad: false,
+                addr_ad: false,
+                expanded: None,
+            },
+            without_sts: policy.clone(),
+            policy,
+            dane: dane::Dane::Override,
+            tcpto_skip: false,
+            plan,
+            tried: !attempts.is_empty(),
+            attempts,
+        }
+    }
+
+    fn refused_connection() -> Attempt {
+        Attempt {
+            plain_because: None,
+            retry_of: None,
+            source: None,
+            connect: Err("connection refused".into()),
+            probe: None,
+        }
+    }
+
+    #[test]
+    fn a_delivery_keeps_the_last_report_when_a_later_address_cannot_be_reached() {
+        let refusal = Failure::TlsFailed {
+            ip: IpAddr::from([192, 0, 2, 1]),
+            why: "it has no host name to verify".into(),
+        }
+        .report();
+        let expected = report_text('Z', refusal.text());
+        let runs = [
+            run(1, PlanNote::Refuse(refusal), Vec::new()),
+            run(2, PlanNote::Connect, vec![refused_connection()]),
+        ];
+        match delivery(&runs, None) {
+            Delivery::Report(r) => assert_eq!(r, expected),
+            _ => panic!("a report expected"),
+        }
+        // Nothing but connections that failed: qmail's "no connection".
+        let runs = [run(1, PlanNote::Connect, vec![refused_connection()])];
+        match delivery(&runs, None) {
+            Delivery::Report(r) => assert!(r.starts_with("ZSorry, I wasn't able"), "{r}"),
+            _ => panic!("a report expected"),
+        }
+        // An address a delivery would reach that was not probed (--peer): not known.
+        let runs = [
+            run(1, PlanNote::Connect, vec![refused_connection()]),
+            run(2, PlanNote::Connect, Vec::new()),
+        ];
+        assert!(matches!(delivery(&runs, None), Delivery::Unknown));
     }
 
     #[test]
