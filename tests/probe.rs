@@ -415,21 +415,27 @@ fn send_reads_the_message_from_stdin_when_asked() {
     assert!(String::from_utf8_lossy(&stored).contains("name = \"qremote\""));
 }
 
-#[test]
-#[ignore = "needs real peers: scripts/test"]
-fn tcpto_is_read_like_a_delivery_and_never_written() {
-    let home = home();
-    // qmail's queue/lock/tcpto: 64 records of 16 bytes; 127.0.0.99 timed out twice just now.
+/// Writes qmail's queue/lock/tcpto (64 records of 16 bytes) saying `ip` timed out twice just
+/// now, so that a delivery skips it; returns the table.
+fn timed_out(home: &QmailHome, ip: [u8; 4]) -> Vec<u8> {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs() as u32;
     let mut table = vec![0u8; 64 * 16];
-    table[..4].copy_from_slice(&[127, 0, 0, 99]);
+    table[..4].copy_from_slice(&ip);
     table[4] = 2;
     table[8..12].copy_from_slice(&now.to_le_bytes());
+    std::fs::write(home.path().join("queue/lock/tcpto"), &table).unwrap();
+    table
+}
+
+#[test]
+#[ignore = "needs real peers: scripts/test"]
+fn tcpto_is_read_like_a_delivery_and_never_written() {
+    let home = home();
+    let table = timed_out(&home, [127, 0, 0, 99]);
     let tcpto = home.path().join("queue/lock/tcpto");
-    std::fs::write(&tcpto, &table).unwrap();
     // MX 10 dead (127.0.0.99), MX 20 mx1: a delivery skips dead, so the probe does too.
     let r = probe(&home, &["--json", "fallback.qremote.test"]);
     r.code(0);
@@ -746,15 +752,7 @@ fn the_delivery_outcome_is_that_of_a_delivery() {
     probe(&home, &["simple.qremote.test"]).has("a delivery would send MAIL FROM to 127.0.0.20\n");
 
     home.control("tlspolicy", "notls.qremote.test:encrypt\n");
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as u32;
-    let mut table = vec![0u8; 64 * 16];
-    table[..4].copy_from_slice(&[127, 0, 0, 20]);
-    table[4] = 2;
-    table[8..12].copy_from_slice(&now.to_le_bytes());
-    std::fs::write(home.path().join("queue/lock/tcpto"), &table).unwrap();
+    timed_out(&home, [127, 0, 0, 20]);
     let r = probe(&home, &["--json", "tlsfallback.qremote.test"]);
     let j = r.json();
     assert_eq!(j["delivery"]["outcome"], "report", "{}", r.dump());
