@@ -574,6 +574,10 @@ fn the_qmail_remote_in_the_home_is_named() {
     assert_eq!(state(&home), "unknown");
     let bin = home.path().join("bin");
     std::fs::create_dir_all(&bin).unwrap();
+    // Not a file to read: never blocks, never reads without end.
+    std::os::unix::fs::symlink("/dev/zero", bin.join("qmail-remote")).unwrap();
+    assert_eq!(state(&home), "unknown");
+    std::fs::remove_file(bin.join("qmail-remote")).unwrap();
     std::fs::write(bin.join("qmail-remote"), "#!/bin/sh\necho qmail 1.03\n").unwrap();
     assert_eq!(state(&home), "other");
     probe(&home, &["--level", "verify", "[127.0.10.9]:25"])

@@ -25,21 +25,38 @@ pub enum Installed {
     Stale,
 }
 
+/// A program larger than this is not a qmail-remote: it is not read further.
+const MAX_SIZE: u64 = 256 << 20;
+
+/// The bytes of a regular file of at most [`MAX_SIZE`] (`bin/qmail-remote` could be anything:
+/// a FIFO would block the probe, a link to /dev/zero would never end).
+fn read_program(path: &str) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let reason = |e: std::io::Error| match e.kind() {
+        std::io::ErrorKind::NotFound => "no such file".to_string(),
+        std::io::ErrorKind::PermissionDenied => "permission denied".into(),
+        _ => "read error".into(),
+    };
+    let meta = std::fs::metadata(path).map_err(reason)?;
+    if !meta.is_file() {
+        return Err("not a regular file".into());
+    }
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_SIZE).read_to_end(&mut bytes))
+        .map_err(reason)?;
+    Ok(bytes)
+}
+
 pub fn check() -> Installed {
-    let bin = match std::fs::read(FILE) {
+    let bin = match read_program(FILE) {
         Ok(b) => b,
-        Err(e) => {
-            return Installed::Unknown(match e.kind() {
-                std::io::ErrorKind::NotFound => "no such file".into(),
-                std::io::ErrorKind::PermissionDenied => "permission denied".into(),
-                _ => "read error".into(),
-            });
-        }
+        Err(why) => return Installed::Unknown(why),
     };
     if memchr::memmem::find(&bin, MARKER).is_none() {
         return Installed::Other;
     }
-    match std::fs::read(PACKAGED) {
+    match read_program(PACKAGED) {
         Ok(packaged) if packaged != bin => Installed::Stale,
         Ok(_) => Installed::Qremote { packaged: true },
         Err(_) => Installed::Qremote { packaged: false },
