@@ -361,7 +361,9 @@ pub fn give_to_cache_owner(domain: &[u8]) {
     };
     if let Ok(dir) = std::fs::metadata(DIR) {
         let file = std::path::Path::new(DIR).join(name);
-        let _ = std::os::unix::fs::chown(file, Some(dir.uid()), Some(dir.gid()));
+        // lchown: the directory belongs to the delivery user, who could have put a symlink
+        // there since the rename; chown would follow it and hand its target over (as root).
+        let _ = std::os::unix::fs::lchown(file, Some(dir.uid()), Some(dir.gid()));
     }
 }
 
