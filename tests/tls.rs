@@ -441,6 +441,53 @@ fn trickled_reply_under_tls_ends_at_the_deadline() {
     server.finish();
 }
 
+/// The replies of the DATA stage under TLS, trickled a byte at a time inside one record, are
+/// bounded as plaintext ones are: the 354 (nothing was sent, no duplicate) and the reply to
+/// the final dot ("Possible duplicate!"), each ended by `timeoutremote` (2 s), not by the
+/// 30 s the trickle would take.
+#[test]
+fn trickled_data_replies_under_tls_end_at_the_deadline() {
+    for after_dot in [false, true] {
+        let cfg = server_config(false);
+        let server = Scripted::start_with(1, move |_, c| {
+            let mut t = upgrade(c, &["STARTTLS"], cfg.clone());
+            t.send("250 scripted\r\n");
+            t.expect("MAIL");
+            t.send("250 ok\r\n");
+            t.expect("RCPT");
+            t.send("250 ok\r\n");
+            t.expect("DATA");
+            let slow = |t: &mut crate::peer::TlsClient, code: &str| {
+                let reply = format!("{code} {}\r\n", "x".repeat(600));
+                let stream = t.reader.get_mut();
+                std::io::Write::write_all(&mut stream.conn.writer(), reply.as_bytes()).unwrap();
+                let complete = trickle(&mut stream.conn, &mut stream.sock);
+                assert!(!complete, "the client waited for the whole trickled {code}");
+            };
+            if after_dot {
+                t.send("354 go\r\n");
+                t.data();
+                slow(&mut t, "250");
+            } else {
+                slow(&mut t, "354");
+            }
+            t.transcript
+        });
+        let home = home_for(&server, "encrypt");
+        home.control("timeoutremote", "2\n");
+        let started = std::time::Instant::now();
+        let out = home.run("example.org", "a@b", &["x@example.org"], MSG);
+        assert_deadline_held(started);
+        let died = if after_dot {
+            "Connected to 127.0.0.1 but connection died. Possible duplicate! (#4.4.2)"
+        } else {
+            "Connected to 127.0.0.1 but connection died. (#4.4.2)"
+        };
+        out.expect("rZ", died);
+        server.finish();
+    }
+}
+
 /// At `may`, a connection dropped in answer to STARTTLS, or an answer that is not SMTP, is
 /// treated like a failed handshake: plaintext on a new connection, said in the report. At
 /// `encrypt` it fails this address.
