@@ -109,17 +109,24 @@ fn ipv6_mx_target_is_refused() {
 }
 
 /// An `[ip]` route at `verify`: refused before connecting, since nothing the peer says can
-/// give it a host name.
+/// give it a host name. The same for a relay written as an address without brackets
+/// (`example.org:127.0.0.1:PORT`, which stock reads as an address too).
 #[test]
 fn verify_refuses_an_ip_route_without_connecting() {
-    let listener = Scripted::untouched("127.0.0.1:0");
-    let home = QmailHome::new();
-    home.route("example.org", &listener.relay());
-    home.control("tlspolicy", ":verify\n");
-    home.run("example.org", "a@b", &["x@example.org"], MSG)
-        .expect(
-            "Z",
-            "TLS with 127.0.0.1 failed: an [ip] route has no host name to verify. (#4.7.5)",
-        );
-    listener.assert_untouched();
+    for bracketed in [true, false] {
+        let listener = Scripted::untouched("127.0.0.1:0");
+        let relay = match bracketed {
+            true => listener.relay(),
+            false => listener.addr.to_string(),
+        };
+        let home = QmailHome::new();
+        home.route("example.org", &relay);
+        home.control("tlspolicy", ":verify\n");
+        home.run("example.org", "a@b", &["x@example.org"], MSG)
+            .expect(
+                "Z",
+                "TLS with 127.0.0.1 failed: an [ip] route has no host name to verify. (#4.7.5)",
+            );
+        listener.assert_untouched();
+    }
 }
