@@ -193,7 +193,7 @@ impl Recorder {
                         Ok((store, certs)) => {
                             files.push(("control/tlsca".into(), store, certs, false));
                         }
-                        Err(e) if policy.level == Level::Verify => return Err(e),
+                        Err(e) if policy.level >= Level::Verify => return Err(e),
                         Err(_) => {}
                     }
                 }
@@ -220,7 +220,9 @@ impl Recorder {
         Ok(Recorder {
             possession: Possession::new(&provider),
             sources,
-            enforce: policy.level == Level::Verify,
+            // Every level from `verify` up must authenticate (issue 7: a level added above
+            // `verify` must not silently accept what this verifier rejects).
+            enforce: policy.level >= Level::Verify,
             no_name,
             result: Checked::default(),
             checks: Mutex::new(Vec::new()),
@@ -541,5 +543,32 @@ mod tests {
             }
         }
         assert!(looks_like_debug(&format!("{:?}", errors[10])));
+    }
+
+    /// Every level from `verify` up enforces: a peer without a host name is refused at
+    /// `dane` too, should such a policy ever reach this verifier.
+    #[test]
+    fn levels_above_verify_enforce() {
+        for (level, enforced) in [
+            (Level::May, false),
+            (Level::Encrypt, false),
+            (Level::Verify, true),
+            (Level::Dane, true),
+        ] {
+            let policy = Policy {
+                level,
+                anchors: Anchors::Public,
+                source: "test".into(),
+                note: String::new(),
+                sts: None,
+                refused: None,
+            };
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let r = Recorder::new(provider, &policy, Some("no host name".into())).unwrap();
+            let cert = CertificateDer::from(vec![0u8; 4]);
+            let name = ServerName::IpAddress(std::net::Ipv4Addr::LOCALHOST.into());
+            let got = r.verify_server_cert(&cert, &[], &name, &[], UnixTime::now());
+            assert_eq!(got.is_err(), enforced, "{level:?}");
+        }
     }
 }
