@@ -39,6 +39,61 @@ fn r7_pipelined_rcpt_550_then_drop_is_final() {
     server.finish();
 }
 
+/// Item 2 at every point of a pipelined MAIL, RCPT, DATA: the server answers the first few
+/// commands, then closes (FIN) or resets (RST). What was read stands, whatever follows; what
+/// was not read is not guessed.
+#[test]
+fn r7_pipelined_drop_at_each_reply() {
+    let died = "Connected to 127.0.0.1 but connection died. (#4.4.2)";
+    let cases: [(&str, &str, &str); 6] = [
+        ("", "Z", died),
+        ("250 ok\r\n", "Z", died),
+        ("250 ok\r\n250 ok\r\n", "rZ", died),
+        (
+            "250 ok\r\n550 5.1.1 no such user\r\n",
+            "hD",
+            "Giving up on 127.0.0.1.",
+        ),
+        (
+            "250 ok\r\n550 5.1.1 no such user\r\n354 go\r\n",
+            "hD",
+            "Giving up on 127.0.0.1.",
+        ),
+        (
+            "250 ok\r\n250 ok\r\n554 5.5.1 no valid recipients\r\n",
+            "rD",
+            "554 5.5.1 no valid recipients",
+        ),
+    ];
+    for reset in [false, true] {
+        for (replies, letters, verdict) in cases {
+            let server = Scripted::start(1, move |_, c: &mut Client| {
+                c.ehlo(&["PIPELINING"]);
+                c.expect("MAIL");
+                c.expect("RCPT");
+                c.expect("DATA");
+                c.send(replies);
+                if reset {
+                    socket2::SockRef::from(c.reader.get_ref())
+                        .set_linger(Some(Duration::ZERO))
+                        .unwrap();
+                } else {
+                    c.hang_up();
+                }
+            });
+            let out = home_for(&server).run("example.org", "a@b", &["x@example.org"], MSG);
+            out.assert_clean();
+            assert_eq!(
+                (out.letters().as_str(), out.last().text.contains(verdict)),
+                (letters, true),
+                "after {replies:?} (reset: {reset})\n{}",
+                out.dump()
+            );
+            server.finish();
+        }
+    }
+}
+
 /// Item 2, partial cases: the replies read stand, the rest of the message is deferred here
 /// (the recipients already answered are never asked of another address).
 #[test]
