@@ -719,6 +719,20 @@ fn mail_rcpt_data(d: &mut Dialogue, caps: &Caps) -> Result<Outcome, Failure> {
             report: Report::accepted(text),
         });
     }
+    if reply.code < 400 {
+        // A 1xx or 3xx to the dot (RFC 5321 4.3.2 allows only 2xx, 4xx and 5xx) is neither
+        // success nor failure: stock qmail takes it as success, so the server may well have
+        // stored the message. Deferred, and the retry is flagged as a possible duplicate.
+        return done(
+            rcpts,
+            Failure::BadReply {
+                ip,
+                stage: Stage::AfterDot,
+                after_dot: true,
+                what: "no 2xx, 4xx or 5xx code",
+            },
+        );
+    }
     done(
         rcpts,
         Failure::Rejected {

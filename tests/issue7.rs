@@ -293,6 +293,29 @@ fn r7_dot_never_written_is_not_a_possible_duplicate() {
     server.finish();
 }
 
+/// Found in the review of issue 7: a 1xx or 3xx reply to the final dot is neither success
+/// nor failure (stock qmail counts it as success, so the server may have stored the message):
+/// deferred, with "Possible duplicate!", never `K` and never a plain deferral.
+#[test]
+fn r7_odd_reply_to_the_dot_is_a_possible_duplicate() {
+    for code in ["354", "150"] {
+        let server = Scripted::start(1, move |_, c| {
+            c.ehlo(&[]);
+            c.accept_until_data();
+            c.data();
+            c.send(&format!("{code} what now\r\n"));
+            c.drain();
+        });
+        let out = home_for(&server).run("example.org", "a@b", &["x@example.org"], MSG);
+        out.expect(
+            "rZ",
+            "Connected to 127.0.0.1 but the reply after the message was not SMTP: no 2xx, 4xx \
+             or 5xx code. Possible duplicate! (#4.5.0)",
+        );
+        server.finish();
+    }
+}
+
 /// Item 14: the server closed its side after the RCPT without replying; the connection is
 /// dead, so no QUIT goes out (the server still reads, and sees none).
 #[test]
