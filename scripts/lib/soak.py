@@ -54,7 +54,7 @@ FAULTS = (
     + [("handshake", k) for k in ["close", "reset", "silence", "garbage", "after_hello", "drip_forever"]]
     + [("tls_ehlo", k) for k in ["close", "reset", "garbage"]]
     + [("body", k) for k in ["close", "reset", "silence"]]
-    + [("dot", "accept_reset")]
+    + [("dot", "accept_reset"), ("dot", "odd")]
 )
 DNS_FAULTS = ["timeout", "servfail", "truncate_ok", "truncate_close", "nxdomain", "garbage"]
 MALFORMED = [
@@ -220,6 +220,10 @@ class Conn:
             self.close()
         if kind == "malformed":
             self.send(random.choice(MALFORMED))
+            return None
+        if kind == "odd":
+            # A 3xx to the dot: neither success nor failure (stock qmail takes it as success).
+            self.send(b"354 3.0.0 odd reply to the dot\r\n")
             return None
         self.send(normal, drip=0.02 if kind == "drip_ok" else None)
         return int(normal[:3])
