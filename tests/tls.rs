@@ -368,6 +368,25 @@ fn assert_deadline_held(started: std::time::Instant) {
     );
 }
 
+/// Runs the delivery at `encrypt` with `timeoutremote` 2 and checks that the deadline held.
+fn run_by_the_deadline(server: &Scripted) -> crate::util::Outcome {
+    let home = home_for(server, "encrypt");
+    home.control("timeoutremote", "2\n");
+    let started = std::time::Instant::now();
+    let out = home.run("example.org", "a@b", &["x@example.org"], MSG);
+    assert_deadline_held(started);
+    out
+}
+
+/// Sends `text` inside TLS, trickled (see [`trickle`]).
+fn trickle_text(
+    stream: &mut rustls::StreamOwned<rustls::ServerConnection, std::net::TcpStream>,
+    text: &str,
+) -> bool {
+    std::io::Write::write_all(&mut stream.conn.writer(), text.as_bytes()).unwrap();
+    trickle(&mut stream.conn, &mut stream.sock)
+}
+
 /// A TLS handshake trickled one byte per 50 ms (about 40 s for the server's flight) must end
 /// with `timeoutremote` (2 s), not with 2 s for each read.
 #[test]
@@ -393,15 +412,10 @@ fn trickled_handshake_ends_at_the_deadline() {
         );
         c.transcript
     });
-    let home = home_for(&server, "encrypt");
-    home.control("timeoutremote", "2\n");
-    let started = std::time::Instant::now();
-    home.run("example.org", "a@b", &["x@example.org"], MSG)
-        .expect(
-            "Z",
-            "TLS with 127.0.0.1 failed: the handshake did not complete in time. (#4.7.5)",
-        );
-    assert_deadline_held(started);
+    run_by_the_deadline(&server).expect(
+        "Z",
+        "TLS with 127.0.0.1 failed: the handshake did not complete in time. (#4.7.5)",
+    );
     server.finish();
 }
 
@@ -422,16 +436,11 @@ fn trickled_reply_under_tls_ends_at_the_deadline() {
             reply.push_str(&format!("250-keyword-number-{i}\r\n"));
         }
         reply.push_str("250 PIPELINING\r\n");
-        std::io::Write::write_all(&mut stream.conn.writer(), reply.as_bytes()).unwrap();
-        let complete = trickle(&mut stream.conn, &mut stream.sock);
+        let complete = trickle_text(&mut stream, &reply);
         assert!(!complete, "the client waited for the whole trickled reply");
         t.transcript
     });
-    let home = home_for(&server, "encrypt");
-    home.control("timeoutremote", "2\n");
-    let started = std::time::Instant::now();
-    let out = home.run("example.org", "a@b", &["x@example.org"], MSG);
-    assert_deadline_held(started);
+    let out = run_by_the_deadline(&server);
     out.expect("Z", "Connected to 127.0.0.1 but connection died. (#4.4.2)");
     assert!(
         out.last().text.contains("\nTLS: TLSv1.3 with "),
@@ -452,32 +461,26 @@ fn trickled_data_replies_under_tls_end_at_the_deadline() {
         let server = Scripted::start_with(1, move |_, c| {
             let mut t = upgrade(c, &["STARTTLS"], cfg.clone());
             t.send("250 scripted\r\n");
-            t.expect("MAIL");
-            t.send("250 ok\r\n");
-            t.expect("RCPT");
-            t.send("250 ok\r\n");
-            t.expect("DATA");
             let slow = |t: &mut crate::peer::TlsClient, code: &str| {
                 let reply = format!("{code} {}\r\n", "x".repeat(600));
-                let stream = t.reader.get_mut();
-                std::io::Write::write_all(&mut stream.conn.writer(), reply.as_bytes()).unwrap();
-                let complete = trickle(&mut stream.conn, &mut stream.sock);
+                let complete = trickle_text(t.reader.get_mut(), &reply);
                 assert!(!complete, "the client waited for the whole trickled {code}");
             };
             if after_dot {
-                t.send("354 go\r\n");
+                t.accept_until_data();
                 t.data();
                 slow(&mut t, "250");
             } else {
+                for (command, reply) in [("MAIL", "250 ok\r\n"), ("RCPT", "250 ok\r\n")] {
+                    t.expect(command);
+                    t.send(reply);
+                }
+                t.expect("DATA");
                 slow(&mut t, "354");
             }
             t.transcript
         });
-        let home = home_for(&server, "encrypt");
-        home.control("timeoutremote", "2\n");
-        let started = std::time::Instant::now();
-        let out = home.run("example.org", "a@b", &["x@example.org"], MSG);
-        assert_deadline_held(started);
+        let out = run_by_the_deadline(&server);
         let died = if after_dot {
             "Connected to 127.0.0.1 but connection died. Possible duplicate! (#4.4.2)"
         } else {
