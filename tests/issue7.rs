@@ -257,13 +257,15 @@ fn r7_tcpto_counts_a_timeout_after_a_cleared_record() {
 /// The message is one block (under `message::BLOCK`), so its only write carries the dot, and
 /// the write fails whatever the kernel's buffer sizes: the reset usually arrives before the
 /// client writes at all (the 354 stays readable on Linux); if the client is quicker, the
-/// block is larger than a small receive window and the send buffer hold, so the write is
-/// still blocked when the reset ends it.
+/// block is larger than what the small receive window and small segments let the client's
+/// send buffer take (about 28 KiB), so the write is still blocked when the reset ends it.
+/// Both paths were checked (the second by delaying the reset).
 #[test]
 fn r7_dot_never_written_is_not_a_possible_duplicate() {
     use socket2::{Domain, SockRef, Socket, Type};
     let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
     socket.set_recv_buffer_size(2048).unwrap();
+    socket.set_tcp_mss(536).unwrap();
     let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
     socket.bind(&any.into()).unwrap();
     socket.listen(1).unwrap();
