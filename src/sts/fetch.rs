@@ -21,7 +21,7 @@ use rustls::{ClientConfig, ClientConnection, StreamOwned};
 use crate::conn;
 use crate::control::Config;
 use crate::tls::verify::{Recorder, describe};
-use crate::tls::{Anchors, Level, Policy};
+use crate::tls::{Level, Policy};
 
 /// Largest policy body (RFC 8461 §3.3 suggests 64 KiB).
 pub const MAX_BODY: usize = 64 * 1024;
@@ -77,14 +77,7 @@ fn get(
     deadline: Instant,
 ) -> Result<Vec<u8>, String> {
     // Level verify with public anchors: webpki roots, then control/tlsca.
-    let policy = Policy {
-        level: Level::Verify,
-        anchors: Anchors::Public,
-        source: "MTA-STS".into(),
-        note: String::new(),
-        sts: None,
-        refused: None,
-    };
+    let policy = Policy::public(Level::Verify, "MTA-STS");
     let verifier = Arc::new(Recorder::new(provider.clone(), &policy, None)?);
     let mut config = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()

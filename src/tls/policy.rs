@@ -82,6 +82,19 @@ pub struct Policy {
 }
 
 impl Policy {
+    /// `level`, set by `source`, with the public anchors (webpki roots and `control/tlsca`),
+    /// no note, no MTA-STS verdict and no refusal: where most policies start.
+    pub fn public(level: Level, source: impl Into<String>) -> Policy {
+        Policy {
+            level,
+            anchors: Anchors::Public,
+            source: source.into(),
+            note: String::new(),
+            sts: None,
+            refused: None,
+        }
+    }
+
     /// The DANE requirement this policy carries, if DANE decided it.
     pub fn dane(&self) -> Option<&Dane> {
         match &self.anchors {
@@ -240,12 +253,8 @@ impl Table {
         host.map(|e| (e.level, "host"))
             .or_else(|| self.forced_domain(domain))
             .map(|(level, what)| Policy {
-                level,
-                anchors: Anchors::Public,
-                source: format!("control/tlspolicy ({what}, override)"),
                 note: OVERRIDE_NOTE.into(),
-                sts: None,
-                refused: None,
+                ..Policy::public(level, format!("control/tlspolicy ({what}, override)"))
             })
     }
 
@@ -302,13 +311,11 @@ impl Table {
                 listed: a.policy.allows(&peer.name),
             },
         });
-        let enforce = (verdict == Some(StsVerdict::Enforce)).then(|| Policy {
-            level: Level::Verify,
-            anchors: Anchors::Public,
-            source: format!("MTA-STS policy of {}", String::from_utf8_lossy(domain)),
-            note: String::new(),
-            sts: None,
-            refused: None,
+        let enforce = (verdict == Some(StsVerdict::Enforce)).then(|| {
+            Policy::public(
+                Level::Verify,
+                format!("MTA-STS policy of {}", String::from_utf8_lossy(domain)),
+            )
         });
         let mut p = self.decide(peer, domain, enforce);
         p.sts = verdict;
@@ -327,24 +334,13 @@ impl Table {
         let pem = format!("tlshosts/{name}.pem");
         if !name.is_empty() && !name.contains('/') && control::exists(&pem) {
             consider(Policy {
-                level: Level::Verify,
                 anchors: Anchors::File(format!("control/{pem}")),
-                source: format!("control/{pem}"),
-                note: String::new(),
-                sts: None,
-                refused: None,
+                ..Policy::public(Level::Verify, format!("control/{pem}"))
             });
         }
         for (k, what) in [(&domain.to_vec(), "domain"), (&key, "host")] {
             if let Some(Entry { level, .. }) = self.lookup(k) {
-                consider(Policy {
-                    level,
-                    anchors: Anchors::Public,
-                    source: format!("control/tlspolicy ({what})"),
-                    note: String::new(),
-                    sts: None,
-                    refused: None,
-                });
+                consider(Policy::public(level, format!("control/tlspolicy ({what})")));
             }
         }
         if let Some(p) = sts {
@@ -355,42 +351,14 @@ impl Table {
         }
         let no = format!("notlshosts/{name}");
         if !name.is_empty() && !name.contains('/') && control::exists(&no) {
-            return Policy {
-                level: Level::None,
-                anchors: Anchors::Public,
-                source: format!("control/{no}"),
-                note: String::new(),
-                sts: None,
-                refused: None,
-            };
+            return Policy::public(Level::None, format!("control/{no}"));
         }
         if control::exists("tlshosts/exhaustivelist") {
-            return Policy {
-                level: Level::None,
-                anchors: Anchors::Public,
-                source: "control/tlshosts/exhaustivelist".into(),
-                note: String::new(),
-                sts: None,
-                refused: None,
-            };
+            return Policy::public(Level::None, "control/tlshosts/exhaustivelist");
         }
         match self.get(b"") {
-            Some(Entry { level, .. }) => Policy {
-                level,
-                anchors: Anchors::Public,
-                source: "control/tlspolicy (default)".into(),
-                note: String::new(),
-                sts: None,
-                refused: None,
-            },
-            None => Policy {
-                level: Level::May,
-                anchors: Anchors::Public,
-                source: "default".into(),
-                note: String::new(),
-                sts: None,
-                refused: None,
-            },
+            Some(Entry { level, .. }) => Policy::public(level, "control/tlspolicy (default)"),
+            None => Policy::public(Level::May, "default"),
         }
     }
 }
@@ -462,12 +430,8 @@ mod tests {
 
     fn admin(level: Level) -> Policy {
         Policy {
-            level,
-            anchors: Anchors::Public,
-            source: "admin".into(),
-            note: String::new(),
             sts: Some(StsVerdict::Enforce),
-            refused: None,
+            ..Policy::public(level, "admin")
         }
     }
 

@@ -555,14 +555,7 @@ mod tests {
             (Level::Verify, true),
             (Level::Dane, true),
         ] {
-            let policy = Policy {
-                level,
-                anchors: Anchors::Public,
-                source: "test".into(),
-                note: String::new(),
-                sts: None,
-                refused: None,
-            };
+            let policy = Policy::public(level, "test");
             let provider = Arc::new(rustls::crypto::ring::default_provider());
             let r = Recorder::new(provider, &policy, Some("no host name".into())).unwrap();
             let cert = CertificateDer::from(vec![0u8; 4]);

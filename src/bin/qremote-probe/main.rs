@@ -1557,14 +1557,7 @@ mod tests {
 
     /// A run for [`delivery`]: the address 192.0.2.N, with `plan` and `attempts`.
     fn run(n: u8, plan: PlanNote, attempts: Vec<Attempt>) -> PeerRun {
-        let policy = Policy {
-            level: Level::May,
-            anchors: Anchors::Public,
-            source: "default".into(),
-            note: String::new(),
-            sts: None,
-            refused: None,
-        };
+        let policy = Policy::public(Level::May, "default");
         PeerRun {
             peer: Peer {
                 name: format!("mx{n}.example").into_bytes(),
